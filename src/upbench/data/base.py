@@ -1,0 +1,61 @@
+"""Shared plumbing for every segmentation data module.
+
+Batch contract (every dataset): a ``dict`` with
+    ``image``: float32 (N, C, H, W), normalised;
+    ``mask``:  int64 (N, H, W), class ids in ``[0, num_classes)`` or ``ignore_index``;
+    ``thin``:  bool (N, H, W), optional, True on pixels of structures <= 3 px wide
+               (only datasets that know it, e.g. ``synthetic``).
+
+Every data module exposes ``num_classes``, ``ignore_index``, ``in_channels``, ``class_names``
+and ``palette`` (``num_classes`` x 3 uint8 RGB) so that the model, metrics and prediction overlays
+never need to know which dataset they run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Base class: subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set``
+    in ``setup`` and provide the dataset metadata as attributes."""
+
+    num_classes: int
+    ignore_index: int = 255
+    in_channels: int = 3
+    class_names: Sequence[str]
+    palette: Sequence[Sequence[int]]
+
+    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False):
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
