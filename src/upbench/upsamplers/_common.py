@@ -1,0 +1,46 @@
+"""Argument checks and resampling helpers shared by the upsamplers in this package."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
+# align_corners is only meaningful for these modes; passing it for the others raises in PyTorch.
+_ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_channels(in_channels: int, out_channels: int) -> None:
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not _is_positive_int(value):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_scale(scale: int) -> int:
+    """Return ``scale`` if it is an int >= 1, else raise (float factors would give ragged sizes)."""
+    if not _is_positive_int(scale):
+        raise ValueError(f"scale must be a positive int (e.g. 2, 4, 8), got {scale!r}")
+    return scale
+
+
+def check_mode(mode: str) -> str:
+    if mode not in INTERPOLATION_MODES:
+        raise ValueError(f"mode must be one of {INTERPOLATION_MODES}, got {mode!r}")
+    return mode
+
+
+def check_odd_kernel(kernel_size: int) -> int:
+    """A 'same' convolution needs an odd kernel so that padding k // 2 keeps H and W."""
+    if not _is_positive_int(kernel_size) or kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd so the conv keeps H and W, got {kernel_size!r}")
+    return kernel_size
+
+
+def resize(x: Tensor, scale: int, mode: str) -> Tensor:
+    """Upsample ``x`` (N, C, H, W) by an integer factor to (N, C, scale*H, scale*W)."""
+    align_corners = False if mode in _ALIGN_CORNERS_MODES else None
+    return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=align_corners)
