@@ -1,0 +1,60 @@
+"""The segmentation network: backbone -> decoder(upsampler) -> 1x1 classifier head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from upbench.decoders.unet import UpsamplerSpec
+
+
+class SegmentationModel(nn.Module):
+    """Encoder-decoder segmenter whose upsampler and backbone are swappable.
+
+    Args:
+        backbone: a module following :mod:`upbench.backbones.base` (``out_channels``, ``strides``,
+            ``provides_pool_indices``; ``forward`` returns ``BackboneOutput``).
+        decoder: factory ``(encoder_channels, encoder_strides, upsampler) -> decoder`` such as
+            ``functools.partial(UNetDecoder, skips=True)`` (a ``_partial_`` Hydra node).
+        upsampler: Hydra config node or factory for the decoder's upsamplers.
+        num_classes: classes of the head.
+
+    ``forward``: (N, C_in, H, W) -> logits (N, num_classes, H, W). Inputs whose size is not a
+    multiple of the network's output stride are padded (replicate) and the logits cropped back,
+    so any input size works.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decoder: Callable[..., nn.Module],
+        upsampler: UpsamplerSpec,
+        num_classes: int,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder(
+            encoder_channels=backbone.out_channels,
+            encoder_strides=backbone.strides,
+            upsampler=upsampler,
+        )
+        if self.decoder.uses_pool_indices() and not backbone.provides_pool_indices:
+            raise ValueError(
+                f"the upsampler needs max-pooling indices but backbone {type(backbone).__name__} "
+                "does not provide them: use a built-in backbone (resnet, inception, mobilenet) with "
+                "backbone.downsample=maxpool, or another upsampler"
+            )
+        self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
+        self.output_stride = max(backbone.strides)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        s = self.output_stride
+        pad_h, pad_w = (-h) % s, (-w) % s
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        features, indices = self.backbone(x)
+        logits = self.head(self.decoder(features, indices))
+        return logits[..., :h, :w]

@@ -1,0 +1,153 @@
+"""LightningModule that trains and evaluates a :class:`~upbench.model.SegmentationModel`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _split_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
+    # MulticlassJaccardIndex accumulates one confusion matrix over the whole split (dataset mIoU)
+    # and honours ignore_index, unlike torchmetrics.segmentation.MeanIoU (per-image average).
+    return MetricCollection(
+        {
+            "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
+            "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
+        }
+    )
+
+
+class SegmentationTask(pl.LightningModule):
+    """Cross-entropy training with dataset-level mIoU / pixel accuracy on every split.
+
+    Args:
+        model: the network, (N, C, H, W) -> (N, num_classes, H, W) logits.
+        num_classes, ignore_index: label space of the dataset.
+        optimizer: ``params -> Optimizer`` (a ``_partial_`` Hydra node).
+        scheduler: ``(optimizer, T_max) -> LRScheduler`` stepped every batch, with ``T_max`` the
+            total number of training steps (cosine annealing by default), or ``None``.
+        class_names: per-class names for the per-class IoU at test time.
+        palette: ``num_classes`` RGB colours for the prediction overlays.
+        num_overlays: images of the first validation batch logged as image / truth / prediction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        num_overlays: int = 4,
+    ):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.register_buffer(
+            "palette",
+            torch.tensor(palette, dtype=torch.uint8)
+            if palette is not None
+            else _default_palette(num_classes),
+            persistent=False,
+        )
+        self.num_overlays = num_overlays
+        self.train_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="train/")
+        self.val_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="val/")
+        self.test_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="test/")
+        self.test_class_iou = MulticlassJaccardIndex(
+            num_classes, average="none", ignore_index=ignore_index
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _shared_step(self, batch: dict, split: str, metrics: MetricCollection) -> tuple[Tensor, Tensor]:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)
+        preds = logits.argmax(dim=1)
+        metrics.update(preds, batch["mask"])
+        self.log(f"{split}/loss", loss, prog_bar=split != "test", on_step=False, on_epoch=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
+        return loss, preds
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, _ = self._shared_step(batch, "train", self.train_metrics)
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"training loss became {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}). Likely causes: a learning rate "
+                "that is too high (lower optimizer.lr), or fp16 overflow under mixed precision "
+                "(use trainer.precision=32 or bf16-mixed). The last good checkpoint is kept."
+            )
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, preds = self._shared_step(batch, "val", self.val_metrics)
+        if batch_idx == 0:
+            self._log_overlays(batch, preds)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        _, preds = self._shared_step(batch, "test", self.test_metrics)
+        self.test_class_iou.update(preds, batch["mask"])
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_class_iou.compute()
+        for name, iou in zip(self.class_names, per_class):
+            self.log(f"test/IoU_{name}", iou)
+        self.test_class_iou.reset()
+
+    def _log_overlays(self, batch: dict, preds: Tensor) -> None:
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or self.trainer.sanity_checking:
+            return
+        n = min(self.num_overlays, preds.shape[0])
+        image = batch["image"][:n]
+        lo = image.amin(dim=(1, 2, 3), keepdim=True)
+        hi = image.amax(dim=(1, 2, 3), keepdim=True)
+        image = ((image - lo) / (hi - lo).clamp_min(1e-6) * 255).to(torch.uint8)[:, :3]
+        truth = self.colorize(batch["mask"][:n])
+        pred = self.colorize(preds[:n])
+        rows = [torch.cat([im, t, p], dim=-1).permute(1, 2, 0).cpu().numpy()
+                for im, t, p in zip(image.expand(-1, 3, -1, -1), truth, pred)]
+        for logger in loggers:
+            logger.log_image(
+                "val/overlays", rows, step=self.global_step,
+                caption=["image | truth | prediction"] * len(rows),
+            )
+
+    def colorize(self, labels: Tensor) -> Tensor:
+        """(N, H, W) class ids -> (N, 3, H, W) uint8 colours; ignored pixels are white."""
+        valid = labels != self.ignore_index
+        colours = self.palette[labels.clamp(0, self.num_classes - 1)]
+        colours[~valid] = 255
+        return colours.permute(0, 3, 1, 2)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, T_max=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _default_palette(num_classes: int) -> Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (num_classes, 3), generator=g, dtype=torch.uint8)

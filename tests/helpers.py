@@ -1,0 +1,45 @@
+"""Helpers shared by the tests: the project root and the tiny-run config composer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+# Small enough that a whole fit + test takes seconds on 2 CPU cores.
+TINY = [
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "backbone.width=8",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "callbacks=none",
+]
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the options of a config group, from the files in conf/<group>/."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_config(output_dir: Path, overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml like `python train.py` would, with outputs in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        del cfg.hydra
+    return cfg

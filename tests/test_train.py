@@ -1,0 +1,64 @@
+"""End-to-end: the real train.py / runner on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, TINY
+from upbench.results import read_results
+from upbench.runner import train
+
+
+def test_fast_dev_run_of_default(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("+trainer.fast_dev_run=true")
+    train(cfg)
+    record = read_results(tmp_path)
+    assert record["status"] == "finished"
+    assert record["choices"] == {
+        "backbone": "resnet", "upsampler": "resize_conv", "decoder": "unet", "data": "synthetic"
+    }
+    assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
+
+
+def test_same_seed_gives_identical_metrics(tiny_cfg, tmp_path):
+    first = train(tiny_cfg("seed=3"))
+    first_record = read_results(tmp_path)
+    second = train(tiny_cfg("seed=3"))
+    second_record = read_results(tmp_path)
+    assert first == second
+    assert first_record["metrics"] == second_record["metrics"]
+    assert first_record["metrics"]["test/mIoU"] is not None
+
+
+@pytest.mark.slow
+def test_train_py_subprocess_writes_results_and_logs(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith(("logger=", "callbacks="))]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *overrides, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "finished"
+    assert record["seed"] == 0
+    assert record["choices"]["upsampler"] == "resize_conv"
+    assert record["params"]["total"] > record["params"]["upsampler"] > 0
+    assert record["wall_time_s"] > 0
+    for key in ("val/mIoU", "val/pixel_acc", "test/mIoU", "test/pixel_acc", "test/loss"):
+        assert 0.0 <= record["metrics"][key] <= (1.0 if "loss" not in key else 100.0), key
+    # The best-validation checkpoint was tested too, and its val score is the best seen.
+    assert "test/mIoU" in record["best_metrics"]
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
+    # CSV and offline W&B logs live in the run directory.
+    rows = list(csv.DictReader(open(next((run_dir / "csv").rglob("metrics.csv")))))
+    assert any(row.get("val/mIoU") for row in rows)
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert "test/mIoU" in proc.stdout  # the final rich table
