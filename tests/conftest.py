@@ -18,7 +18,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    """Factory: ``tiny_cfg("upsampler=carafe", ...)`` -> a composed config for a seconds-long run."""
+    """Factory: ``tiny_cfg("upsampler=carafe", ...)`` -> config of a seconds-long run."""
 
     def make(*overrides: str) -> DictConfig:
         return compose_config(tmp_path, [*TINY, *overrides])

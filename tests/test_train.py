@@ -20,7 +20,10 @@ def test_fast_dev_run_of_default(tiny_cfg, tmp_path):
     record = read_results(tmp_path)
     assert record["status"] == "finished"
     assert record["choices"] == {
-        "backbone": "resnet", "upsampler": "resize_conv", "decoder": "unet", "data": "synthetic"
+        "backbone": "resnet",
+        "upsampler": "resize_conv",
+        "decoder": "unet",
+        "data": "synthetic",
     }
     assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
 
@@ -40,8 +43,17 @@ def test_train_py_subprocess_writes_results_and_logs(tmp_path):
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if not o.startswith(("logger=", "callbacks="))]
     proc = subprocess.run(
-        [sys.executable, "train.py", *overrides, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            *overrides,
+            "trainer.max_epochs=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -58,7 +70,8 @@ def test_train_py_subprocess_writes_results_and_logs(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "checkpoints" / "best.ckpt").exists()
     # CSV and offline W&B logs live in the run directory.
-    rows = list(csv.DictReader(open(next((run_dir / "csv").rglob("metrics.csv")))))
+    with open(next((run_dir / "csv").rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     assert any(row.get("val/mIoU") for row in rows)
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert "test/mIoU" in proc.stdout  # the final rich table

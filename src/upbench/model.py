@@ -43,7 +43,8 @@ class SegmentationModel(nn.Module):
         if self.decoder.uses_pool_indices() and not backbone.provides_pool_indices:
             raise ValueError(
                 f"the upsampler needs max-pooling indices but backbone {type(backbone).__name__} "
-                "does not provide them: use a built-in backbone (resnet, inception, mobilenet) with "
+                "does not provide them: use a built-in backbone (resnet, inception, mobilenet) "
+                "with "
                 "backbone.downsample=maxpool, or another upsampler"
             )
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)

@@ -45,7 +45,11 @@ def _instantiate_loggers(cfg: DictConfig, tags: list[str]) -> list[Logger]:
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb":
             group = node.get("group")
-            if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+            if (
+                group is None
+                and HydraConfig.initialized()
+                and HydraConfig.get().mode.name == "MULTIRUN"
+            ):
                 group = f"{cfg.task_name}/{Path(HydraConfig.get().sweep.dir).name}"
             logger = hydra.utils.instantiate(node, tags=tags, group=group)
         else:
@@ -63,8 +67,10 @@ def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 
 def _print_summary(record: dict[str, Any]) -> None:
-    table = Table(title=f"upbench - {record['choices']['upsampler']} on "
-                        f"{record['choices']['backbone']} / {record['choices']['data']}")
+    table = Table(
+        title=f"upbench - {record['choices']['upsampler']} on "
+        f"{record['choices']['backbone']} / {record['choices']['data']}"
+    )
     table.add_column("metric")
     table.add_column("final", justify="right")
     table.add_column("best-val ckpt", justify="right")
@@ -72,8 +78,10 @@ def _print_summary(record: dict[str, Any]) -> None:
     for key in keys:
         best = record["best_metrics"].get(key)
         table.add_row(key, f"{record['metrics'][key]:.4f}", "" if best is None else f"{best:.4f}")
-    table.caption = (f"params {record['params']['total']:,} (upsamplers "
-                     f"{record['params']['upsampler']:,}) - {record['wall_time_s']:.1f} s")
+    table.caption = (
+        f"params {record['params']['total']:,} (upsamplers "
+        f"{record['params']['upsampler']:,}) - {record['wall_time_s']:.1f} s"
+    )
     Console().print(table)
 
 
@@ -133,8 +141,9 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
             record["best_metrics"][cfg.optimized_metric] = float(checkpoint.best_model_score)
-            trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False,
-                         weights_only=True)
+            trainer.test(
+                task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+            )
             record["best_metrics"].update(_metrics(trainer, "test/"))
         record["status"] = "finished"
     except BaseException as error:
@@ -150,4 +159,3 @@ def train(cfg: DictConfig) -> float | None:
     _print_summary(record)
     best = record["best_metrics"].get(cfg.optimized_metric)
     return best if best is not None else record["metrics"].get(cfg.optimized_metric)
-

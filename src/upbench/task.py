@@ -23,7 +23,9 @@ def _split_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
     return MetricCollection(
         {
             "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
-            "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
+            "pixel_acc": MulticlassAccuracy(
+                num_classes, average="micro", ignore_index=ignore_index
+            ),
         }
     )
 
@@ -78,7 +80,9 @@ class SegmentationTask(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _shared_step(self, batch: dict, split: str, metrics: MetricCollection) -> tuple[Tensor, Tensor]:
+    def _shared_step(
+        self, batch: dict, split: str, metrics: MetricCollection
+    ) -> tuple[Tensor, Tensor]:
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)
         preds = logits.argmax(dim=1)
@@ -109,7 +113,7 @@ class SegmentationTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_class_iou.compute()
-        for name, iou in zip(self.class_names, per_class):
+        for name, iou in zip(self.class_names, per_class, strict=True):
             self.log(f"test/IoU_{name}", iou)
         self.test_class_iou.reset()
 
@@ -124,11 +128,15 @@ class SegmentationTask(pl.LightningModule):
         image = ((image - lo) / (hi - lo).clamp_min(1e-6) * 255).to(torch.uint8)[:, :3]
         truth = self.colorize(batch["mask"][:n])
         pred = self.colorize(preds[:n])
-        rows = [torch.cat([im, t, p], dim=-1).permute(1, 2, 0).cpu().numpy()
-                for im, t, p in zip(image.expand(-1, 3, -1, -1), truth, pred)]
+        rows = [
+            torch.cat([im, t, p], dim=-1).permute(1, 2, 0).cpu().numpy()
+            for im, t, p in zip(image.expand(-1, 3, -1, -1), truth, pred, strict=True)
+        ]
         for logger in loggers:
             logger.log_image(
-                "val/overlays", rows, step=self.global_step,
+                "val/overlays",
+                rows,
+                step=self.global_step,
                 caption=["image | truth | prediction"] * len(rows),
             )
 
@@ -145,7 +153,10 @@ class SegmentationTask(pl.LightningModule):
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = self.scheduler_factory(optimizer, T_max=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def _default_palette(num_classes: int) -> Tensor:

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 UpsamplerSpec = Mapping | Callable[..., nn.Module]
 
 
-def build_upsampler(spec: UpsamplerSpec, in_channels: int, out_channels: int, scale: int) -> nn.Module:
+def build_upsampler(
+    spec: UpsamplerSpec, in_channels: int, out_channels: int, scale: int
+) -> nn.Module:
     """Create one upsampler from a Hydra config node (``_target_``) or a callable factory."""
     if isinstance(spec, Mapping):
         return hydra.utils.instantiate(
@@ -38,7 +40,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequ
     layers: list[nn.Module] = []
     for i in range(num_convs):
         layers += [
-            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+            nn.Conv2d(
+                in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False
+            ),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         ]
@@ -87,7 +91,8 @@ class DecoderStage(nn.Module):
                 x = self.upsampler(x)
         if tuple(x.shape[-2:]) != tuple(size):
             raise RuntimeError(
-                f"decoder stage produced {tuple(x.shape[-2:])} but the skip level is {tuple(size)}; "
+                f"decoder stage produced {tuple(x.shape[-2:])} but the skip level is "
+                f"{tuple(size)}; "
                 "the upsampler does not give exactly scale x the input size"
             )
         if skip is not None:
@@ -162,7 +167,8 @@ class UNetDecoder(nn.Module):
             if _needs_indices(up) and out_ch != encoder_channels[i - 1]:
                 raise ValueError(
                     f"{type(up).__name__} unpools with the encoder's indices, which carry "
-                    f"{encoder_channels[i - 1]} channels at stride {encoder_strides[i - 1]}, but the "
+                    f"{encoder_channels[i - 1]} channels at stride {encoder_strides[i - 1]}, "
+                    "but the "
                     f"decoder has {out_ch} there: set decoder.channels=null to mirror the encoder"
                 )
             stages.append(
@@ -202,7 +208,9 @@ class UNetDecoder(nn.Module):
 
     def forward(self, features: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
         x = features[-1]
-        for stage, level in zip(self.stages, range(len(features) - 1, self.stop_level, -1)):
+        for stage, level in zip(
+            self.stages, range(len(features) - 1, self.stop_level, -1), strict=True
+        ):
             skip = features[level - 1] if self.skips else None
             x = stage(x, skip, indices[level], features[level - 1].shape[-2:])
         if self.final_upsampler is not None:
