@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from upbench.model import SegmentationModel
-from upbench.results import write_results
+from upbench.results import RESULTS_FILE, read_results, write_results
 from upbench.task import SegmentationTask
+from upbench.validation import (
+    ConfigError,
+    load_checkpoint_safely,
+    validate_config,
+    validate_setup,
+)
+
+log = logging.getLogger(__name__)
 
 CHOICE_GROUPS = ("backbone", "upsampler", "decoder", "data")
 
@@ -40,16 +49,49 @@ def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
     )
 
 
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """The record already in ``output_dir``; refuses to overwrite one unless resuming."""
+    if not (output_dir / RESULTS_FILE).exists():
+        return None
+    previous = read_results(output_dir)
+    if previous["status"] == "finished":
+        if _is_multirun():
+            return previous
+        raise ConfigError(
+            f"{output_dir} already holds a finished run and results are never overwritten: "
+            "choose another hydra.run.dir (or leave it unset for a fresh timestamped one)"
+        )
+    if not cfg.get("resume") and not _is_multirun():
+        raise ConfigError(
+            f"{output_dir} holds a run with status '{previous['status']}': pass resume=true to "
+            "continue it from checkpoints/last.ckpt, or choose another hydra.run.dir"
+        )
+    return previous
+
+
+def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    path = cfg.get("ckpt_path")
+    if not path and cfg.get("resume"):
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            path = str(last)
+        else:
+            log.warning("resume=true but %s does not exist yet: training from scratch", last)
+    if path:
+        load_checkpoint_safely(path)
+    return path
+
+
 def _instantiate_loggers(cfg: DictConfig, tags: list[str]) -> list[Logger]:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb":
             group = node.get("group")
-            if (
-                group is None
-                and HydraConfig.initialized()
-                and HydraConfig.get().mode.name == "MULTIRUN"
-            ):
+            if group is None and _is_multirun():
                 group = f"{cfg.task_name}/{Path(HydraConfig.get().sweep.dir).name}"
             logger = hydra.utils.instantiate(node, tags=tags, group=group)
         else:
@@ -90,6 +132,13 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_run(cfg, output_dir)
+    if previous is not None and previous["status"] == "finished":
+        log.info("Skipping %s: it already holds a finished run", output_dir)
+        best = previous["best_metrics"].get(cfg.optimized_metric)
+        return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
+    validate_config(cfg)
+    ckpt_path = _resume_checkpoint(cfg, output_dir)
     choices = run_choices(cfg)
     record: dict[str, Any] = {
         "status": "running",
@@ -109,6 +158,7 @@ def train(cfg: DictConfig) -> float | None:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = hydra.utils.instantiate(cfg.data)
         model = build_model(cfg, datamodule.num_classes)
+        validate_setup(cfg, datamodule, model)
         record["params"] = {
             "total": sum(p.numel() for p in model.parameters()),
             "upsampler": sum(p.numel() for p in model.decoder.upsamplers().parameters()),
@@ -130,11 +180,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer: pl.Trainer = hydra.utils.instantiate(
             cfg.trainer, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
         )
-        trainer.fit(task, datamodule=datamodule)
-        if trainer.interrupted:
-            record["status"] = "interrupted"
-            record["metrics"] = _metrics(trainer, "val/")
-            return None
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         record["metrics"] = _metrics(trainer, "val/")
         trainer.test(task, datamodule=datamodule, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
@@ -147,8 +193,12 @@ def train(cfg: DictConfig) -> float | None:
             record["best_metrics"].update(_metrics(trainer, "test/"))
         record["status"] = "finished"
     except BaseException as error:
-        record["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        # Lightning turns SIGINT into SystemExit(1) and SIGTERM into SIGTERMException(SystemExit).
+        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+        record["status"] = "interrupted" if interrupted else "failed"
         record["error"] = f"{type(error).__name__}: {error}"
+        if interrupted:
+            log.warning("Interrupted: resume with resume=true hydra.run.dir=%s", output_dir)
         raise
     finally:
         record["wall_time_s"] = time.perf_counter() - start

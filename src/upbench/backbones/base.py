@@ -5,7 +5,8 @@ them up front so the decoder can be built before any forward pass:
 
 * ``out_channels[i]`` - channels of ``features[i]``;
 * ``strides[i]``      - ``H / features[i].shape[-2]`` for inputs divisible by the output stride
-                         (non-decreasing; equal neighbours mean a dilated stage that kept resolution);
+                         (non-decreasing; equal neighbours mean a dilated stage that kept
+                         resolution);
 * ``provides_pool_indices`` - whether ``indices`` holds SegNet pooling indices.
 
 ``indices[i]`` is the index tensor of the ``MaxPool2d(2, 2, return_indices=True)`` that took

@@ -13,10 +13,11 @@ never need to know which dataset they run on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -41,10 +42,25 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")
+        sampler = None
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if shuffle and not distributed:
+            # The order of epoch e depends only on (seed, e), not on the global RNG, so a run
+            # resumed from a checkpoint sees the same batches as an uninterrupted one. Lightning
+            # calls set_epoch(); under DDP it injects its own DistributedSampler the same way.
+            sampler = DistributedSampler(
+                dataset,
+                num_replicas=1,
+                rank=0,
+                shuffle=True,
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            )
+            shuffle = False
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
