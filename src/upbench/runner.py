@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
@@ -51,6 +52,10 @@ def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
 
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def _multirun_launcher() -> str | None:
+    return HydraConfig.get().runtime.choices.get("hydra/launcher") if _is_multirun() else None
 
 
 def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
@@ -132,12 +137,14 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    previous = _previous_run(cfg, output_dir)
+    # Under DDP every rank runs this function; only rank 0 reads and writes results.json.
+    is_main = rank_zero_only.rank == 0
+    previous = _previous_run(cfg, output_dir) if is_main else None
     if previous is not None and previous["status"] == "finished":
         log.info("Skipping %s: it already holds a finished run", output_dir)
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
-    validate_config(cfg)
+    validate_config(cfg, launcher=_multirun_launcher())
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     choices = run_choices(cfg)
     record: dict[str, Any] = {
@@ -152,7 +159,8 @@ def train(cfg: DictConfig) -> float | None:
         "output_dir": str(output_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_results(output_dir, record)
+    if is_main:
+        write_results(output_dir, record)
     loggers: list[Logger] = []
     try:
         pl.seed_everything(cfg.seed, workers=True)
@@ -202,10 +210,12 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finally:
         record["wall_time_s"] = time.perf_counter() - start
-        write_results(output_dir, record)
+        if is_main:
+            write_results(output_dir, record)
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish()
-    _print_summary(record)
+    if is_main:
+        _print_summary(record)
     best = record["best_metrics"].get(cfg.optimized_metric)
     return best if best is not None else record["metrics"].get(cfg.optimized_metric)

@@ -24,8 +24,14 @@ def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Checks that need only the composed config."""
+def validate_config(cfg: DictConfig, launcher: str | None = None) -> None:
+    """Checks that need only the composed config; ``launcher`` is the Hydra launcher of a
+    multirun (``None`` for a single run)."""
+    if launcher in ("basic", "joblib") and cfg.trainer.get("strategy") == "ddp":
+        raise ConfigError(
+            "trainer=ddp relaunches train.py for every rank, which breaks a Hydra multirun on the "
+            f"{launcher} launcher: use trainer=ddp_spawn, or hydra/launcher=slurm (one task per job)"
+        )
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     lr = cfg.optimizer.get("lr")
