@@ -30,7 +30,8 @@ def validate_config(cfg: DictConfig, launcher: str | None = None) -> None:
     if launcher in ("basic", "joblib") and cfg.trainer.get("strategy") == "ddp":
         raise ConfigError(
             "trainer=ddp relaunches train.py for every rank, which breaks a Hydra multirun on the "
-            f"{launcher} launcher: use trainer=ddp_spawn, or hydra/launcher=slurm (one task per job)"
+            f"{launcher} launcher: use trainer=ddp_spawn, or hydra/launcher=slurm "
+            "(one task per job)"
         )
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
