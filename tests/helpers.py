@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -43,3 +45,16 @@ def compose_config(output_dir: Path, overrides: list[str]) -> DictConfig:
         cfg.paths.log_dir = str(output_dir / "logs")
         del cfg.hydra
     return cfg
+
+
+class PoisonWeightsAtEpoch(pl.Callback):
+    """Used by the divergence test: at the start of ``epoch`` it writes inf into the classifier
+    head, so the next loss is NaN exactly as a diverged run's would be."""
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                pl_module.model.head.weight.fill_(float("inf"))

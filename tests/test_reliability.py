@@ -1,0 +1,162 @@
+"""Reliability (issue 8): refusals before work starts, divergence, corrupt checkpoints, resume
+after SIGTERM, never overwriting a finished run, completing a half-finished sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+
+from tests.helpers import ROOT, TINY, compose_config
+from upbench.results import read_results
+from upbench.runner import train
+from upbench.task import DivergenceError
+from upbench.validation import ConfigError, validate_config
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+# (overrides, exception type, pattern the message must contain)
+BAD_CONFIGS = [
+    (["upsampler=bicubic_magic"], MissingConfigException, "Available options"),
+    (["backbone=vgg"], MissingConfigException, "Available options"),
+    (["upsampler=maxunpool", "backbone.downsample=stride"], ValueError, "downsample=maxpool"),
+    (["upsampler=maxunpool", "backbone=resnet18"], ValueError, "downsample=maxpool"),
+    (["upsampler=maxunpool", "decoder.channels=24"], ValueError, "decoder.channels=null"),
+    (["decoder.head_stride=3"], ValueError, "head_stride=3 must be 1 or one of"),
+    (["decoder.fusion=sum"], ValueError, "decoder.fusion must be 'concat' or 'add'"),
+    (["decoder.channels=[8,8]"], ValueError, "decoder.channels has 2 entries"),
+    (["optimizer.lr=-0.1"], ConfigError, "optimizer.lr must be a positive number"),
+    (["trainer.max_epochs=0"], ConfigError, "trainer.max_epochs must be >= 1"),
+    (["data.batch_size=0"], ConfigError, "data.batch_size must be >= 1"),
+    (["trainer.accelerator=gpu"], ConfigError, "no CUDA device"),
+    (["ckpt_path=/no/such/file.ckpt"], ConfigError, "does not exist"),
+    (["data=voc", "data.root=/no/such/dir"], Exception, "VOC"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "pattern"), BAD_CONFIGS, ids=[" ".join(c[0]) for c in BAD_CONFIGS]
+)
+def test_bad_configuration_refused_before_training(tmp_path, overrides, error, pattern):
+    if error is ConfigError and "accelerator" in overrides[0] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(error, match=pattern):
+        train(compose_config(tmp_path, [*TINY, "callbacks=default", *overrides]))
+    assert not (tmp_path / "checkpoints").exists()  # no training step ran
+    if (tmp_path / "results.json").exists():  # refusals after the record started are kept
+        record = read_results(tmp_path)
+        assert record["status"] == "failed" and record["error"]
+
+
+def test_too_many_workers_warns(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, "data.num_workers=512", "+trainer.fast_dev_run=true"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validate_config(cfg)
+    assert any("data.num_workers=512" in str(w.message) for w in caught)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = compose_config(
+        tmp_path,
+        [
+            *TINY,
+            "callbacks=default",
+            "trainer.max_epochs=3",
+            "+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch",
+            "+callbacks.poison.epoch=1",
+        ],
+    )
+    with pytest.raises(DivergenceError, match=r"global step \d+ .*lower optimizer.lr"):
+        train(cfg)
+    record = read_results(tmp_path)
+    assert record["status"] == "failed" and "DivergenceError" in record["error"]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_truncated_checkpoint_refused_and_previous_kept(tmp_path):
+    train(compose_config(tmp_path, [*TINY, "callbacks=default"]))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="corrupt or truncated"):
+        train(compose_config(tmp_path / "again", [*TINY, f"ckpt_path={broken}"]))
+    torch.load(last, weights_only=True)  # the good one is untouched
+
+
+def test_finished_run_directory_is_never_overwritten(tmp_path):
+    train(compose_config(tmp_path, TINY))
+    before = (tmp_path / "results.json").read_text()
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(compose_config(tmp_path, TINY))
+    assert (tmp_path / "results.json").read_text() == before
+
+
+def _train_cmd(run_dir, *extra):
+    return [
+        sys.executable, "train.py",
+        "data.num_train=192", "data.num_val=16", "data.num_test=16", "data.image_size=32",
+        "data.batch_size=8", "backbone.width=8", "trainer.max_epochs=3", "logger=csv",
+        f"hydra.run.dir={run_dir}", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference), cwd=ROOT, env=ENV, check=True, capture_output=True)
+
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        _train_cmd(run), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)  # mid-epoch 2: epoch 1 is checkpointed, epoch 2 is not
+    proc.wait(timeout=120)
+    record = read_results(run)
+    assert record["status"] == "interrupted", record
+    assert (run / "checkpoints" / "interrupted.ckpt").exists()
+
+    subprocess.run(
+        _train_cmd(run, "resume=true"), cwd=ROOT, env=ENV, check=True, capture_output=True
+    )
+    resumed, uninterrupted = read_results(run), read_results(reference)
+    assert resumed["status"] == "finished"
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["best_metrics"] == uninterrupted["best_metrics"]
+
+
+@pytest.mark.slow
+def test_sweep_rerun_skips_finished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "train.py", "-m", "upsampler=nearest,bilinear", *TINY,
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    # Pretend job 1 crashed half-way: the rerun must redo it and leave job 0 alone.
+    job0, job1 = sweep / "0", sweep / "1"
+    record1 = json.loads((job1 / "results.json").read_text())
+    record1["status"] = "failed"
+    (job1 / "results.json").write_text(json.dumps(record1))
+    stamp0 = (job0 / "results.json").stat().st_mtime_ns
+    subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    assert (job0 / "results.json").stat().st_mtime_ns == stamp0
+    assert read_results(job1)["status"] == "finished"
