@@ -32,9 +32,9 @@ def test_forward_is_repeated_bilinear_conv_bn_relu():
 def test_channels_in_to_out_then_out_to_out(scale, steps):
     calls = []
 
-    def factory(cin, cout, s):
-        calls.append((cin, cout, s))
-        return ResizeConv(cin, cout, s, mode="nearest")
+    def factory(in_channels, out_channels, scale):
+        calls.append((in_channels, out_channels, scale))
+        return ResizeConv(in_channels, out_channels, scale, mode="nearest")
 
     m = Stepwise(3, 5, scale, inner=factory)
     assert calls == [(3, 5, 2)] + [(5, 5, 2)] * (steps - 1)

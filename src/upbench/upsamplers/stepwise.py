@@ -11,11 +11,12 @@ from torch import Tensor, nn
 from upbench.upsamplers._common import check_channels
 from upbench.upsamplers.interpolate import Interpolation
 
-UpsamplerFactory = Callable[[int, int, int], nn.Module]
+UpsamplerFactory = Callable[..., nn.Module]
 _STEP = 2
 
 
 def _as_factory(inner: Mapping | UpsamplerFactory | None) -> UpsamplerFactory:
+    """Normalise ``inner`` to a callable taking keywords, the convention of the decoders."""
     if inner is None:
         return functools.partial(Interpolation, mode="bilinear")
     if isinstance(inner, Mapping):
@@ -24,14 +25,12 @@ def _as_factory(inner: Mapping | UpsamplerFactory | None) -> UpsamplerFactory:
                 f"inner must be a config with a _target_ (e.g. _target_: "
                 f"upbench.upsamplers.resize_conv.ResizeConv), got keys {list(inner)}"
             )
-        return lambda cin, cout, scale: instantiate(
-            inner, in_channels=cin, out_channels=cout, scale=scale
-        )
+        return functools.partial(instantiate, inner)
     if callable(inner):
         return inner
     raise TypeError(
         f"inner must be None, a mapping with _target_, or a callable "
-        f"factory(in_channels, out_channels, scale); got {type(inner).__name__}"
+        f"factory(in_channels=..., out_channels=..., scale=...); got {type(inner).__name__}"
     )
 
 
@@ -65,9 +64,9 @@ class Stepwise(nn.Module):
         scale: a power of two >= 2.
         inner: the x2 upsampler of each step - a config mapping with ``_target_`` (instantiated
             here with in_channels, out_channels and scale=2; keep ``_recursive_: false`` on the
-            stepwise node so Hydra passes it through un-instantiated), any callable
-            ``factory(in_channels, out_channels, scale)`` such as an upsampler class, or None for
-            bilinear interpolation.
+            stepwise node so Hydra passes it through un-instantiated), any callable called as
+            ``factory(in_channels=..., out_channels=..., scale=2)`` such as an upsampler class or
+            a ``functools.partial`` of one, or None for bilinear interpolation.
     """
 
     def __init__(
@@ -89,7 +88,8 @@ class Stepwise(nn.Module):
         factory = _as_factory(inner)
         steps = []
         for i in range(scale.bit_length() - 1):
-            up = factory(in_channels if i == 0 else out_channels, out_channels, _STEP)
+            cin = in_channels if i == 0 else out_channels
+            up = factory(in_channels=cin, out_channels=out_channels, scale=_STEP)
             if getattr(up, "needs_pool_indices", False):
                 raise ValueError(
                     f"{type(up).__name__} needs encoder pool indices and cannot be a stepwise "
