@@ -63,7 +63,7 @@ def test_batches_follow_the_contract():
     assert batch["mask"].shape == (4, 32, 32) and batch["mask"].dtype == torch.int64
     assert batch["thin"].shape == (4, 32, 32) and batch["thin"].dtype == torch.bool
     assert torch.isfinite(batch["image"]).all()
-    assert 0 <= batch["mask"].min() and batch["mask"].max() < module.num_classes
+    assert batch["mask"].min() >= 0 and batch["mask"].max() < module.num_classes
     assert module.ignore_index == 255 and module.in_channels == 3
     assert module.class_names == ["background", *SHAPE_KINDS]
     assert len(module.palette) == module.num_classes
@@ -71,11 +71,13 @@ def test_batches_follow_the_contract():
 
 
 def test_images_are_normalised():
-    module = make_module(num_val=48, image_size=48)
+    # Each image has its own random colours, so the mean over N images scatters by about
+    # 1 / sqrt(N): 256 small images put the bound below at ~3.5 sigma.
+    module = make_module(num_val=256, image_size=24, batch_size=64)
     module.setup("validate")
     image = loader_tensors(module.val_dataloader())["image"]
     mean, std = image.mean((0, 2, 3)), image.std((0, 2, 3))
-    assert mean.abs().max() < 0.15, mean
+    assert mean.abs().max() < 0.2, mean
     assert ((std > 0.85) & (std < 1.15)).all(), std
 
 
@@ -157,9 +159,11 @@ def test_sample_depends_only_on_seed_split_and_index():
 
 
 def test_colour_does_not_predict_the_class():
-    images, masks, _ = generate_split(0, "train", 24, image_size=48)
+    # Many small scenes: the score is only as good as the number of independent object colours
+    # per class; with 400 scenes it stays within ~0.01 of chance across seeds.
+    images, masks, _ = generate_split(0, "train", 400, image_size=24)
     chance = 1 / MAX_CLASSES
-    assert colour_balanced_accuracy(images, masks, MAX_CLASSES) < chance + 0.08
+    assert colour_balanced_accuracy(images, masks, MAX_CLASSES) < chance + 0.05
     # Positive control: the same classifier sees a colour code at once.
     coded = images.clone()
     coded[:, 0] = (masks * 36).to(torch.uint8)

@@ -47,7 +47,7 @@ PALETTE = (
 # train images at 64 px; every colour comes from the same symmetric distribution, so they barely
 # depend on size or seed. Fixed constants keep sample i a pure function of (seed, split, i).
 MEAN = (0.5, 0.5, 0.5)
-STD = (0.31, 0.31, 0.31)
+STD = (0.293, 0.293, 0.293)
 
 # Curves keep a radius of curvature >= _MIN_CURVE_RADIUS px and a width < 3 px, and no curve
 # comes within _CURVE_CLEARANCE px of an earlier one's band. Both together guarantee that the
