@@ -108,14 +108,15 @@ def test_boundary_f_ignores_void_pixels():
 
 
 def test_default_dilation_is_two_percent_of_the_diagonal():
-    # 150 x 200 image: diagonal 250 px, d = round(0.02 * 250) = 5 px. A square shifted by 3 px
-    # then scores differently at d = 5 than at d = 4 or 6.
-    target = torch.zeros(1, 150, 200, dtype=torch.long)
-    target[0, 40:100, 50:130] = 1
+    # 60 x 80 image: diagonal 100 px, d = round(0.02 * 100) = 2 px. A square shifted by 3 px
+    # scores differently at d = 1, 2 and 3.
+    target = torch.zeros(1, 60, 80, dtype=torch.long)
+    target[0, 20:40, 25:55] = 1
     preds = target.roll(3, dims=2)
     default = run(BoundaryIoU(2), preds, target)
-    assert default == pytest.approx(ref.boundary_iou(preds, target, 2, 5))
-    assert default != pytest.approx(ref.boundary_iou(preds, target, 2, 4))
+    assert default == pytest.approx(ref.boundary_iou(preds, target, 2, 2))
+    for other in (1, 3):
+        assert default != pytest.approx(ref.boundary_iou(preds, target, 2, other))
 
 
 @pytest.mark.parametrize("d", [1, 2])

@@ -10,8 +10,10 @@ from torchmetrics import Metric
 
 from upbench.metrics._common import check_positive_int
 
-# The 8 frequency bins around a bin: its ring of Chebyshev radius 1.
-_RING = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+# The 16 frequency bins at Chebyshev distance exactly 2 from a bin. The periodic Hann window has
+# only three non-zero DFT coefficients (1/2 at 0, -1/4 at +-1), so it spreads a spectral line
+# over the 3x3 bins around it and never onto this ring.
+_RING = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if max(abs(dy), abs(dx)) == 2]
 
 
 class CheckerboardScore(Metric):
@@ -65,15 +67,20 @@ class CheckerboardScore(Metric):
                 f"shape {tuple(feature_map.shape)}"
             )
         height, width = feature_map.shape[-2:]
-        if height % s or width % s or height // s < 2 or width // s < 2:
+        if height % s or width % s or height // s < 4 or width // s < 4:
             raise ValueError(
-                f"H and W must be multiples of stride={s} with H/s, W/s >= 2, got {height} x "
-                f"{width}; measure the upsampler output at a size that is s * (input size)"
+                f"H and W must be multiples of stride={s} with H/s, W/s >= 4, got {height} x "
+                f"{width}; measure the upsampler output at a size that is s * (input size), "
+                f"with an input of at least 4 x 4"
             )
         x = feature_map.detach().float()
         x = x - x.mean(dim=(-2, -1), keepdim=True)
-        power = torch.fft.fft2(x).abs().square()
-        device = power.device
+        device = x.device
+        window = torch.outer(
+            torch.hann_window(height, periodic=True, device=device),
+            torch.hann_window(width, periodic=True, device=device),
+        )
+        power = torch.fft.fft2(x * window).abs().square()
         rows = torch.arange(s, device=device) * (height // s)
         cols = torch.arange(s, device=device) * (width // s)
         is_artifact = torch.ones(s, s, dtype=torch.bool, device=device)
