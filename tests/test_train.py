@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, TINY
+from tests.helpers import ROOT, TINY, compose_config
 from upbench.results import read_results
 from upbench.runner import train
 
@@ -28,14 +28,15 @@ def test_fast_dev_run_of_default(tiny_cfg, tmp_path):
     assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
 
 
-def test_same_seed_gives_identical_metrics(tiny_cfg, tmp_path):
-    first = train(tiny_cfg("seed=3"))
-    first_record = read_results(tmp_path)
-    second = train(tiny_cfg("seed=3"))
-    second_record = read_results(tmp_path)
+def test_same_seed_gives_identical_metrics(tmp_path):
+    first = train(compose_config(tmp_path / "a", [*TINY, "seed=3"]))
+    second = train(compose_config(tmp_path / "b", [*TINY, "seed=3"]))
+    first_record, second_record = read_results(tmp_path / "a"), read_results(tmp_path / "b")
     assert first == second
     assert first_record["metrics"] == second_record["metrics"]
     assert first_record["metrics"]["test/mIoU"] is not None
+    train(compose_config(tmp_path / "c", [*TINY, "seed=4"]))
+    assert read_results(tmp_path / "c")["metrics"] != first_record["metrics"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -51,7 +52,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
 
 
 def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _multirun_launcher() -> str | None:
@@ -193,7 +194,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(task, datamodule=datamodule, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
         checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
             record["best_metrics"][cfg.optimized_metric] = float(checkpoint.best_model_score)
             trainer.test(
                 task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
