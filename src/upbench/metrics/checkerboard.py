@@ -28,20 +28,26 @@ class CheckerboardScore(Metric):
         A = {(a H / s, b W / s) : a, b in 0..s-1} minus {(0, 0)}
 
     (the axis terms a = 0 or b = 0 and the cross terms, e.g. (H/2, W/2) for the checkerboard
-    itself). For each map x = feature[n, c] (its mean removed, so DC carries nothing) with power
-    spectrum S = |DFT2(x)|^2 and R(f) the 8 bins around f (indices mod H, W), the metric sums over
-    all maps of all batches (and ranks)
+    itself). Each map x = feature[n, c] has its mean removed and is multiplied by a separable
+    periodic Hann window w (so the map's borders, where padding and clamping act, leak no
+    energy); S = |DFT2(w x)|^2 is its power spectrum and R(f) the 16 bins at Chebyshev distance
+    exactly 2 from f (indices mod H, W; the window spreads a spectral line over the 3 x 3 bins
+    around it, never onto R). Summed over all maps of all batches (and ranks):
 
         peak = sum_{n,c} sum_{f in A} S(f),    ring = sum_{n,c} sum_{f in A} mean_{g in R(f)} S(g)
 
-    and returns ``peak / ring``. A spectrum without peaks there (e.g. white noise) scores about 1
-    - the floor for artifact-free upsamplers; nearest and bilinear interpolation score below 1
-    because their kernels have spectral zeros at A. A periodic pattern scores >> 1. The ratio of
-    sums (rather than a mean of per-map ratios) weights maps by their energy and stays unbiased
-    and finite for low-energy maps.
+        score = peak / ring
 
-    Update shape: (N, C, H, W) float, H and W multiples of s with H/s, W/s >= 2 (so no ring
-    touches DC or another artifact frequency). The map is detached and computed in float32.
+    Floor: a spectrum without peaks at A scores about 1 (white noise: every bin has the expected
+    power sigma^2 sum(w^2)). A periodic pattern of amplitude a on white noise adds
+    (a HW/4)^2 / (3 * 9HW/64 sigma^2) = 4 a^2 HW / (27 sigma^2) for the stride-2 checkerboard
+    (-1)^(y+x). Nearest and bilinear interpolation score below 1, because their kernels have
+    spectral zeros at A. A ratio of sums (rather than a mean of per-map ratios) weights maps by
+    their energy and stays finite for maps with almost no energy.
+
+    Update shape: (N, C, H, W) float, H and W multiples of s with H/s, W/s >= 4 (so that no ring
+    reaches the 3 x 3 block of DC or of another artifact frequency). The map is detached and
+    transformed in float32.
 
     Args:
         stride: the upsampling factor s (>= 2) whose artifact is measured.
