@@ -1,4 +1,5 @@
 import pytest
+from torchmetrics import MetricCollection
 
 from tests.metrics import reference as ref
 from upbench.metrics import ThinStructureRecall, TrimapMeanIoU
@@ -8,7 +9,10 @@ def test_trimap_perfect_prediction():
     _, target = ref.square_scene()
     metric = TrimapMeanIoU(2, widths=(1, 3))
     metric.update(target.clone(), target)
-    assert {w: v.item() for w, v in metric.compute().items()} == {1: 1.0, 3: 1.0}
+    assert {w: v.item() for w, v in metric.compute().items()} == {
+        "trimap_mIoU_w1": 1.0,
+        "trimap_mIoU_w3": 1.0,
+    }
 
 
 def test_trimap_square_shifted_by_one_pixel():
@@ -23,10 +27,10 @@ def test_trimap_square_shifted_by_one_pixel():
     metric = TrimapMeanIoU(2, widths=(1, 2, 8))
     metric.update(preds, target)
     result = metric.compute()
-    assert list(result) == [1, 2, 8]
-    assert result[1].item() == pytest.approx(7 / 12)
-    assert result[2].item() == pytest.approx((3 / 5 + 11 / 13) / 2)
-    assert result[8].item() == pytest.approx((3 / 5 + 11 / 13) / 2)
+    assert list(result) == ["trimap_mIoU_w1", "trimap_mIoU_w2", "trimap_mIoU_w8"]
+    assert result["trimap_mIoU_w1"].item() == pytest.approx(7 / 12)
+    assert result["trimap_mIoU_w2"].item() == pytest.approx((3 / 5 + 11 / 13) / 2)
+    assert result["trimap_mIoU_w8"].item() == pytest.approx((3 / 5 + 11 / 13) / 2)
 
 
 def test_trimap_leaves_out_absent_classes_and_void():
@@ -39,7 +43,7 @@ def test_trimap_leaves_out_absent_classes_and_void():
     target[0, :, 0] = 255
     metric = TrimapMeanIoU(5, widths=(1,))
     metric.update(preds, target)
-    assert metric.compute()[1].item() == pytest.approx((9 / 13 + 1 / 2) / 2)
+    assert metric.compute()["trimap_mIoU_w1"].item() == pytest.approx((9 / 13 + 1 / 2) / 2)
 
 
 @pytest.mark.parametrize("w", [1, 2, 3])
@@ -47,7 +51,9 @@ def test_trimap_matches_pixel_loop_reference(w):
     preds, target = ref.random_scenes(2, 11, 12, num_classes=3, seed=20 + w)
     metric = TrimapMeanIoU(3, widths=(w,))
     metric.update(preds, target)
-    assert metric.compute()[w].item() == pytest.approx(ref.trimap_miou(preds, target, 3, w))
+    assert metric.compute()[f"trimap_mIoU_w{w}"].item() == pytest.approx(
+        ref.trimap_miou(preds, target, 3, w)
+    )
 
 
 def test_thin_recall_missing_line_is_zero_and_found_line_is_one():
@@ -75,3 +81,12 @@ def test_thin_recall_rejects_a_non_boolean_mask():
     preds, target, thin = ref.line_scene()
     with pytest.raises(ValueError, match="bool mask"):
         ThinStructureRecall(3).update(preds, target, thin.long())
+
+
+def test_trimap_results_flatten_into_a_prefixed_metric_collection():
+    preds, target = ref.square_scene()
+    collection = MetricCollection({"trimap": TrimapMeanIoU(2, widths=(1, 2))}, prefix="val/")
+    collection.update(preds, target)
+    result = collection.compute()
+    assert set(result) == {"val/trimap_mIoU_w1", "val/trimap_mIoU_w2"}
+    assert result["val/trimap_mIoU_w1"].item() == pytest.approx(7 / 12)

@@ -28,8 +28,10 @@ class TrimapMeanIoU(LabelMetric):
     therefore straddles each label change with w px on either side (2w in all); the void label
     counts as a label, the image border does not. For each width one K x K confusion matrix
     (rows: target, columns: prediction) over the band's non-void pixels is summed over batches
-    (and ranks); ``compute`` returns ``{w: mIoU}``, where IoU_c = TP / (TP + FP + FN) and the
-    mean runs over the classes with a non-empty union in that band (NaN if none).
+    (and ranks); ``compute`` returns ``{"trimap_mIoU_w<w>": mIoU}`` (string keys, so that a
+    prefixed ``MetricCollection`` can flatten it into loggable names), where
+    IoU_c = TP / (TP + FP + FN) and the mean runs over the classes with a non-empty union in
+    that band (NaN if none).
 
     Update shapes: preds (N, H, W) int labels or (N, K, H, W) logits; target (N, H, W) int.
 
@@ -66,10 +68,15 @@ class TrimapMeanIoU(LabelMetric):
             pairs = pair[band & valid]
             self.confmat[i] += torch.bincount(pairs, minlength=k * k).view(k, k)
 
-    def compute(self) -> dict[int, Tensor]:
+    def compute(self) -> dict[str, Tensor]:
         tp = self.confmat.diagonal(dim1=-2, dim2=-1)
         union = self.confmat.sum(dim=-1) + self.confmat.sum(dim=-2) - tp
         return {
-            w: class_mean(tp[i] / union[i].clamp_min(1), union[i] > 0)
+            self.key(w): class_mean(tp[i] / union[i].clamp_min(1), union[i] > 0)
             for i, w in enumerate(self.widths)
         }
+
+    @staticmethod
+    def key(width: int) -> str:
+        """Name of the result for band width ``width`` in the dict returned by ``compute``."""
+        return f"trimap_mIoU_w{width}"
