@@ -1,0 +1,5 @@
+import sys
+
+from upbench.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""Figures of the report: accuracy vs cost scatter plots and a grid of qualitative predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the report runs on headless machines and in CI
+
+import hydra  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from upbench.report.table import ReportTable, Row  # noqa: E402
+from upbench.runner import build_model  # noqa: E402
+from upbench.task import SegmentationTask  # noqa: E402
+
+ACCURACY = "test/mIoU"
+
+
+def _label(row: Row, rows: Sequence[Row]) -> str:
+    """The upsampler's name, qualified by whatever else varies across the rows."""
+    varying = [i for i in range(len(row.key)) if len({r.key[i] for r in rows}) > 1]
+    parts = [row.choices["upsampler"]] + [row.key[i] for i in varying if i != 1]
+    return " / ".join(parts)
+
+
+def _accuracy(row: Row) -> tuple[float, float, str] | None:
+    """(mean, std, source) of the best-val checkpoint's mIoU, else of the final weights'."""
+    for source, label in (("best_metrics", "best-val ckpt"), ("metrics", "final weights")):
+        stat = row.cells.get((source, ACCURACY))
+        if stat is not None:
+            return stat.mean, stat.std or 0.0, label
+    return None
+
+
+def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """accuracy_vs_latency.png (profiled forward latency) and accuracy_vs_params.png (upsampler
+    parameters in the trained network); one point per row, error bar = seed std."""
+    out_dir = Path(out_dir)
+    points = [(row, acc) for row in table.rows if (acc := _accuracy(row)) is not None]
+    if not points:
+        return [], ["plots skipped: no finished run with a test/mIoU"]
+    written, notes = [], []
+    axes_specs = [
+        (
+            "accuracy_vs_params.png",
+            "upsampler parameters in the network",
+            lambda row: row.finished[0]["params"].get("upsampler"),
+        )
+    ]
+    if table.profiles:
+        first = next(iter(table.profiles.values()))
+        axes_specs.append(
+            (
+                "accuracy_vs_latency.png",
+                f"upsampler forward latency (ms) at {tuple(first['shape'])} "
+                f"x{first['scale']} on {first['device']}",
+                lambda row: (table.profiles.get(row.choices["upsampler"]) or {}).get(
+                    "latency_fwd_ms"
+                ),
+            )
+        )
+    else:
+        notes.append("accuracy_vs_latency.png skipped: no profile (--no-profile)")
+    for filename, xlabel, x_of in axes_specs:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        sources = set()
+        for row, (mean, std, source) in points:
+            x = x_of(row)
+            if x is None:
+                continue
+            sources.add(source)
+            ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=4)
+            ax.annotate(
+                _label(row, table.rows),
+                (x, 100 * mean),
+                textcoords="offset points",
+                xytext=(5, 5),
+                fontsize=8,
+            )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test mIoU (%) [{', '.join(sorted(sources))}], mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / filename
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written, notes
+
+
+def _checkpoint(record: Mapping[str, Any]) -> Path | None:
+    directory = Path(record["output_dir"]) / "checkpoints"
+    for name in ("best.ckpt", "last.ckpt"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def load_task(record: Mapping[str, Any], datamodule, checkpoint: Path) -> SegmentationTask:
+    """Rebuild a run's network from its resolved config and load a Lightning checkpoint."""
+    cfg = OmegaConf.create(record["config"])
+    task = SegmentationTask(
+        build_model(cfg, datamodule.num_classes),
+        num_classes=datamodule.num_classes,
+        optimizer=None,  # never trained here
+        ignore_index=datamodule.ignore_index,
+        class_names=datamodule.class_names,
+        palette=datamodule.palette,
+    )
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    task.load_state_dict(state)
+    return task.eval()
+
+
+def first_test_batch(datamodule, count: int) -> dict[str, Tensor]:
+    datamodule.setup("test")
+    images, masks = [], []
+    for batch in datamodule.test_dataloader():
+        images.append(batch["image"])
+        masks.append(batch["mask"])
+        if sum(len(m) for m in masks) >= count:
+            break
+    return {"image": torch.cat(images)[:count], "mask": torch.cat(masks)[:count]}
+
+
+def _display_image(image: Tensor) -> Tensor:
+    """(C, H, W) normalised image -> (H, W, 3) in [0, 1] for imshow."""
+    image = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
+    lo, hi = image.min(), image.max()
+    return ((image - lo) / (hi - lo).clamp_min(1e-6)).permute(1, 2, 0)
+
+
+def prediction_grids(
+    table: ReportTable, out_dir: str | Path, count: int = 4
+) -> tuple[list[Path], list[str]]:
+    """predictions_<data>.png per dataset: rows are the first ``count`` test images of the first
+    loadable run's data module; columns image, ground truth, then each method's prediction from
+    its first finished run's best-validation checkpoint (last.ckpt when there is no best)."""
+    out_dir = Path(out_dir)
+    written, notes = [], []
+    by_data: dict[str, list[tuple[Row, Mapping[str, Any], Path]]] = {}
+    for row in table.rows:
+        found = next(((r, c) for r in row.finished if (c := _checkpoint(r)) is not None), None)
+        if found is None:
+            notes.append(
+                f"predictions of {'/'.join(row.key)} skipped: no finished run with "
+                "checkpoints/{best,last}.ckpt"
+            )
+            continue
+        by_data.setdefault(row.choices["data"], []).append((row, *found))
+    for data, entries in by_data.items():
+        datamodule = hydra.utils.instantiate(entries[0][1]["config"]["data"])
+        batch = first_test_batch(datamodule, count)
+        columns: list[tuple[str, Tensor]] = []
+        for row, record, checkpoint in entries:
+            task = load_task(record, datamodule, checkpoint)
+            with torch.no_grad():
+                preds = task(batch["image"]).argmax(dim=1)
+            columns.append(
+                (f"{_label(row, table.rows)}\n({checkpoint.stem})", task.colorize(preds))
+            )
+        truth = task.colorize(batch["mask"])
+        n = len(batch["image"])
+        fig, axes = plt.subplots(
+            n, 2 + len(columns), figsize=(2 * (2 + len(columns)), 2 * n), squeeze=False
+        )
+        for i in range(n):
+            panels = [("image", _display_image(batch["image"][i])), ("ground truth", truth[i])]
+            panels += [(title, colours[i]) for title, colours in columns]
+            for j, (title, panel) in enumerate(panels):
+                ax = axes[i, j]
+                ax.imshow(panel if panel.dtype.is_floating_point else panel.permute(1, 2, 0))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(title, fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"predictions_{data}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written, notes

@@ -1,0 +1,284 @@
+"""The table builder: aggregation over seeds, failed runs, outputs, plots and --check."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.helpers import ROOT
+from upbench.report import build_table, main
+from upbench.report.table import Stat
+from upbench.results import write_results
+
+UPSAMPLER_CONF = ROOT / "conf" / "upsampler"
+CHOICES = {"backbone": "resnet", "decoder": "unet", "data": "synthetic"}
+# (upsampler, seed) -> final and best-checkpoint test metrics, written by hand.
+FINAL = {
+    ("bilinear", 0): {"test/mIoU": 0.50, "test/pixel_acc": 0.80, "test/boundary_iou": 0.30},
+    ("bilinear", 1): {"test/mIoU": 0.54, "test/pixel_acc": 0.82, "test/boundary_iou": 0.36},
+    ("bilinear", 2): {"test/mIoU": 0.49, "test/pixel_acc": 0.79, "test/boundary_iou": 0.31},
+    ("pixelshuffle", 0): {"test/mIoU": 0.60, "test/pixel_acc": 0.85, "test/boundary_iou": 0.40},
+    ("pixelshuffle", 1): {"test/mIoU": 0.64, "test/pixel_acc": 0.86, "test/boundary_iou": 0.42},
+}
+BEST_BONUS = 0.01  # the best-val checkpoint scores this much higher in the fabricated records
+
+
+def record(upsampler: str, seed: int, status: str, out: Path) -> dict:
+    metrics = dict(FINAL.get((upsampler, seed), {})) if status == "finished" else {}
+    extra = {"test/loss": 0.7, "test/IoU_curve": 0.1, "val/mIoU": 0.5} if metrics else {}
+    return {
+        "status": status,
+        "error": None if status == "finished" else "RuntimeError: boom",
+        "choices": {**CHOICES, "upsampler": upsampler},
+        "seed": seed,
+        "metrics": {**metrics, **extra},
+        "best_metrics": {k: v + BEST_BONUS for k, v in metrics.items()},
+        "params": {"total": 1000, "upsampler": 10 * (upsampler == "pixelshuffle")},
+        "wall_time_s": 1.0,
+        "output_dir": str(out),
+        "config": {
+            "seed": seed,
+            "upsampler": OmegaConf.to_container(
+                OmegaConf.load(UPSAMPLER_CONF / f"{upsampler}.yaml")
+            ),
+        },
+    }
+
+
+def write_runs(root: Path, runs) -> Path:
+    for i, (upsampler, seed, status) in enumerate(runs):
+        out = root / "multirun" / str(i)
+        out.mkdir(parents=True)
+        write_results(out, record(upsampler, seed, status, out))
+    return root
+
+
+RUNS = [
+    ("bilinear", 0, "finished"),
+    ("bilinear", 1, "finished"),
+    ("bilinear", 2, "finished"),
+    ("bilinear", 3, "failed"),
+    ("pixelshuffle", 0, "finished"),
+    ("pixelshuffle", 1, "finished"),
+    ("transposed", 0, "failed"),
+    ("transposed", 1, "interrupted"),
+    ("nearest", 0, "running"),
+]
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    return write_runs(tmp_path / "runs", RUNS)
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as f:
+        return {row["upsampler"]: row for row in csv.DictReader(f)}
+
+
+def test_one_row_per_method_with_mean_and_sample_std(runs):
+    table = build_table([runs])
+    assert [row.choices["upsampler"] for row in table.rows] == [
+        "bilinear",
+        "nearest",
+        "pixelshuffle",
+        "transposed",
+    ]
+    assert table.metrics == ["test/mIoU", "test/pixel_acc", "test/boundary_iou"]
+    rows = {row.choices["upsampler"]: row for row in table.rows}
+    for upsampler, seeds in (("bilinear", (0, 1, 2)), ("pixelshuffle", (0, 1))):
+        for metric in table.metrics:
+            values = [FINAL[upsampler, s][metric] for s in seeds]
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            final = rows[upsampler].cells["metrics", metric]
+            best = rows[upsampler].cells["best_metrics", metric]
+            assert final.n == best.n == len(seeds)
+            assert final.mean == pytest.approx(mean) and final.std == pytest.approx(std)
+            assert best.mean == pytest.approx(mean + BEST_BONUS)
+            assert best.std == pytest.approx(std)
+
+
+def test_failed_interrupted_and_running_runs_are_shown(runs):
+    table = build_table([runs])
+    cells = {row[1]: row for row in table.display_rows()}
+    header = table.header()
+    status = header.index("runs")
+    miou = header.index("mIoU (%) [best-val ckpt]")
+    assert cells["bilinear"][status] == "3 finished, 1 failed"
+    assert cells["bilinear"][miou].startswith("52.00 ± 2.65 (n=3)")
+    assert cells["transposed"][status] == "1 interrupted, 1 failed"
+    assert cells["transposed"][miou] == "interrupted/failed"
+    assert cells["nearest"][status] == "1 running"
+    assert cells["nearest"][miou] == "running"
+
+
+def test_single_failed_run_says_failed(tmp_path):
+    table = build_table(
+        [write_runs(tmp_path, [("bilinear", 0, "finished"), ("nearest", 0, "failed")])]
+    )
+    row = next(r for r in table.display_rows() if r[1] == "nearest")
+    assert row[table.header().index("mIoU (%) [final weights]")] == "failed"
+    assert row[table.header().index("runs")] == "1 failed"
+
+
+def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert (
+        main(
+            [
+                str(runs),
+                "--out",
+                str(out),
+                "--profile-shape",
+                "1",
+                "4",
+                "4",
+                "4",
+                "--scale",
+                "2",
+                "--repeats",
+                "1",
+            ]
+        )
+        == 0
+    )
+    for name in ("results.md", "results.csv", "results.tex"):
+        assert (out / name).stat().st_size > 100, name
+    rows = read_csv(out / "results.csv")
+    assert set(rows) == {"bilinear", "nearest", "pixelshuffle", "transposed"}
+    values = [FINAL["pixelshuffle", s]["test/mIoU"] + BEST_BONUS for s in (0, 1)]
+    assert float(rows["pixelshuffle"]["best_metrics:test/mIoU:mean"]) == pytest.approx(
+        statistics.fmean(values)
+    )
+    assert rows["transposed"]["metrics:test/mIoU:mean"] == "interrupted/failed"
+    assert rows["bilinear"]["n_failed"] == "1"
+    # Upsampler cost at the stated shape: pixelshuffle's 3x3 conv to 4*4 channels, bilinear 0.
+    assert int(rows["pixelshuffle"]["params"]) == 9 * 4 * 16 + 16
+    assert int(rows["bilinear"]["params"]) == 0
+    markdown = (out / "results.md").read_text()
+    assert "(N=1, C=4, H=4, W=4), scale x2" in markdown and "best-val ckpt" in markdown
+    assert "hand count in bilinear" in markdown
+    latex = (out / "results.tex").read_text()
+    assert r"\begin{tabular}" in latex and r"$52.00 \pm 2.65$" in latex
+    for name in ("accuracy_vs_params.png", "accuracy_vs_latency.png"):
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+    # No checkpoints in fabricated runs: the prediction grid is skipped with a note.
+    assert "no finished run with checkpoints" in capsys.readouterr().out
+
+
+def shifted_runs(root: Path, shift: float) -> Path:
+    """The fabricated runs, with every pixelshuffle seed's best test mIoU moved by ``shift``."""
+    root = write_runs(root, RUNS)
+    for path in root.rglob("results.json"):
+        data = json.loads(path.read_text())
+        if data["choices"]["upsampler"] == "pixelshuffle":
+            data["best_metrics"]["test/mIoU"] += shift
+            path.write_text(json.dumps(data))
+    return root
+
+
+def test_check_passes_identical_and_flags_a_cell_beyond_the_spread(runs, tmp_path, capsys):
+    committed = tmp_path / "committed"
+    assert main([str(runs), "--out", str(committed), "--no-profile", "--no-plots"]) == 0
+    assert main(["--check", str(committed), str(runs)]) == 0
+    # pixelshuffle best mIoU: seeds 0.61, 0.65 -> std 0.028, so 2 std = 0.057: a shift of both
+    # seeds by 0.01 stays within the spread, one by 0.1 does not.
+    within = shifted_runs(tmp_path / "within", 0.01)
+    assert main(["--check", str(committed), str(within)]) == 0
+    beyond = shifted_runs(tmp_path / "beyond", 0.1)
+    capsys.readouterr()
+    assert main(["--check", str(committed), str(beyond)]) == 1
+    printed = capsys.readouterr().out
+    assert "pixelshuffle" in printed and "best_metrics:test/mIoU" in printed
+    assert "1 cell(s) differ" in printed
+
+
+def test_check_flags_a_run_that_now_failed(runs, tmp_path):
+    committed = tmp_path / "committed"
+    main([str(runs), "--out", str(committed), "--no-profile", "--no-plots"])
+    changed = write_runs(
+        tmp_path / "new", [r if r[0] != "pixelshuffle" else (r[0], r[1], "failed") for r in RUNS]
+    )
+    assert main(["--check", str(committed), str(changed)]) == 1
+
+
+def test_stat_of_one_value_has_no_std():
+    assert Stat.of([0.5]) == Stat(0.5, None, 1)
+    assert Stat.of([]) is None
+
+
+def test_empty_directory_raises_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        build_table([tmp_path])
+
+
+@pytest.mark.slow
+def test_real_multirun_table_matches_the_runs_own_records(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "upsampler=bilinear,nearest",
+            "seed=0,1",
+            "data.num_train=16",
+            "data.num_val=8",
+            "data.num_test=8",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "backbone.width=8",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = tmp_path / "report"
+    assert (
+        main(
+            [
+                str(sweep),
+                "--out",
+                str(out),
+                "--profile-shape",
+                "1",
+                "8",
+                "8",
+                "8",
+                "--repeats",
+                "2",
+                "--num-images",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rows = read_csv(out / "results.csv")
+    assert set(rows) == {"bilinear", "nearest"}
+    records = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    for upsampler, row in rows.items():
+        mine = [r for r in records if r["choices"]["upsampler"] == upsampler]
+        assert row["runs"] == "2 finished"
+        for source in ("metrics", "best_metrics"):
+            values = [r[source]["test/mIoU"] for r in mine]
+            assert float(row[f"{source}:test/mIoU:mean"]) == pytest.approx(statistics.fmean(values))
+            assert float(row[f"{source}:test/mIoU:std"]) == pytest.approx(statistics.stdev(values))
+            assert row[f"{source}:test/mIoU:n"] == "2"
+    grid = out / "predictions_synthetic.png"
+    assert grid.read_bytes().startswith(b"\x89PNG") and grid.stat().st_size > 5000
