@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from upbench.report.table import ReportTable, Row  # noqa: E402
+from upbench.report.table import GROUP_KEYS, ReportTable, Row  # noqa: E402
 from upbench.runner import build_model  # noqa: E402
 from upbench.task import SegmentationTask  # noqa: E402
 
@@ -25,8 +25,12 @@ ACCURACY = "test/mIoU"
 
 def _label(row: Row, rows: Sequence[Row]) -> str:
     """The upsampler's name, qualified by whatever else varies across the rows."""
-    varying = [i for i in range(len(row.key)) if len({r.key[i] for r in rows}) > 1]
-    parts = [row.choices["upsampler"]] + [row.key[i] for i in varying if i != 1]
+    varying = [
+        group
+        for i, group in enumerate(GROUP_KEYS)
+        if group != "upsampler" and len({r.key[i] for r in rows}) > 1
+    ]
+    parts = [row.choices["upsampler"]] + [row.choices[group] for group in varying]
     return " / ".join(parts)
 
 
