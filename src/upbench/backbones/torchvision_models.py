@@ -71,9 +71,9 @@ def _load_pretrained(model: nn.Module, name: str, path: Path) -> None:
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
-    """Give the first conv ``in_channels`` inputs. Its RGB filters are reused as timm does:
-    summed for one channel, else tiled and rescaled by 3 / in_channels so that the response to a
-    constant image keeps its magnitude."""
+    """Give the first conv ``in_channels`` inputs, reusing its RGB filters as timm's
+    ``adapt_input_conv`` does: summed for one channel, else tiled and scaled by 3 / in_channels
+    (the response to a constant image is unchanged for 1 channel and multiples of 3)."""
     name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     new = nn.Conv2d(
         in_channels,
