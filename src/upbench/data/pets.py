@@ -71,14 +71,11 @@ class PetsDataModule(RealSegmentationDataModule):
             target_types="segmentation",
             download=False,
         )
+        keep = np.arange(len(data))
         if split != "test":
-            in_val = val_indices(len(data), self.val_fraction)
-            data = Subset(data, np.flatnonzero(in_val == (split == "val")).tolist())
-            files = [
-                f for i in data.indices for f in (data.dataset._images[i], data.dataset._segs[i])
-            ]
-            return data, files
-        return data, [*data._images, *data._segs]
+            keep = np.flatnonzero(val_indices(len(data), self.val_fraction) == (split == "val"))
+        files = [f for i in keep for f in (data._images[i], data._segs[i])]
+        return (data if split == "test" else Subset(data, keep.tolist())), files
 
 
 def val_indices(n: int, fraction: float) -> np.ndarray:

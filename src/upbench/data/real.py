@@ -90,7 +90,7 @@ class SegmentationPairs(Dataset):
                 f"mask {index} has shape {raw.shape}: expected a single-channel label PNG "
                 "(palette or greyscale), not a colour rendering"
             )
-        image = tv_tensors.Image(F.pil_to_tensor(image.convert("RGB")))
+        image = tv_tensors.Image(F.pil_to_tensor(image))  # every source opens it as RGB
         mask = tv_tensors.Mask(torch.from_numpy(self.label_lut[raw]))
         image, mask = self.transform(image, mask)
         return {
