@@ -12,22 +12,35 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from upbench.metrics import (
+    BoundaryFScore,
+    BoundaryIoU,
+    CheckerboardScore,
+    ThinStructureRecall,
+    TrimapMeanIoU,
+)
+
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def _split_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
+def _split_metrics(num_classes: int, ignore_index: int, boundaries: bool) -> MetricCollection:
     # MulticlassJaccardIndex accumulates one confusion matrix over the whole split (dataset mIoU)
     # and honours ignore_index, unlike torchmetrics.segmentation.MeanIoU (per-image average).
-    return MetricCollection(
-        {
-            "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
-            "pixel_acc": MulticlassAccuracy(
-                num_classes, average="micro", ignore_index=ignore_index
-            ),
+    kw = {"ignore_index": ignore_index}
+    metrics = {
+        "mIoU": MulticlassJaccardIndex(num_classes, average="macro", **kw),
+        "pixel_acc": MulticlassAccuracy(num_classes, average="micro", **kw),
+    }
+    if boundaries:  # where upsamplers differ; too costly to track on every training batch
+        metrics |= {
+            "bIoU": BoundaryIoU(num_classes, **kw),
+            "bF": BoundaryFScore(num_classes, **kw),
+            "trimap": TrimapMeanIoU(num_classes, **kw),
+            "thin_recall": ThinStructureRecall(num_classes, **kw),
         }
-    )
+    return MetricCollection(metrics)
 
 
 class SegmentationTask(pl.LightningModule):
@@ -70,9 +83,12 @@ class SegmentationTask(pl.LightningModule):
             persistent=False,
         )
         self.num_overlays = num_overlays
-        self.train_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="train/")
-        self.val_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="val/")
-        self.test_metrics = _split_metrics(num_classes, ignore_index).clone(prefix="test/")
+        self.train_metrics = _split_metrics(num_classes, ignore_index, boundaries=False)
+        self.val_metrics = _split_metrics(num_classes, ignore_index, boundaries=True)
+        self.test_metrics = _split_metrics(num_classes, ignore_index, boundaries=True)
+        # Periodic artifact of the last x2 step, measured on the logits (lower is better, ~1 is
+        # artifact-free); only for maps whose size is a multiple of the stride.
+        self.test_checkerboard = CheckerboardScore(stride=2)
         self.test_class_iou = MulticlassJaccardIndex(
             num_classes, average="none", ignore_index=ignore_index
         )
@@ -80,19 +96,38 @@ class SegmentationTask(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _shared_step(
-        self, batch: dict, split: str, metrics: MetricCollection
-    ) -> tuple[Tensor, Tensor]:
+    def _shared_step(self, batch: dict, split: str) -> tuple[Tensor, Tensor, Tensor]:
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)
         preds = logits.argmax(dim=1)
-        metrics.update(preds, batch["mask"])
+        for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
+            if name == "thin_recall":
+                if "thin" in batch:
+                    metric.update(preds, batch["mask"], batch["thin"])
+            else:
+                metric.update(preds, batch["mask"])
         self.log(f"{split}/loss", loss, prog_bar=split != "test", on_step=False, on_epoch=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
-        return loss, preds
+        return loss, preds, logits
+
+    def _log_split_metrics(self, split: str) -> None:
+        """Compute at epoch end (trimap returns one value per band width, which ``self.log`` of
+        a metric object cannot take); torchmetrics sums the states across processes first."""
+        values = {}
+        for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
+            if metric.update_called:
+                result = metric.compute()
+                values |= result if isinstance(result, dict) else {name: result}
+            metric.reset()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split == "val")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_split_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_metrics("val")
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, _ = self._shared_step(batch, "train", self.train_metrics)
+        loss, _, _ = self._shared_step(batch, "train")
         if not torch.isfinite(loss):
             raise DivergenceError(
                 f"training loss became {loss.item()} at global step {self.global_step} "
@@ -103,15 +138,22 @@ class SegmentationTask(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        _, preds = self._shared_step(batch, "val", self.val_metrics)
+        _, preds, _ = self._shared_step(batch, "val")
         if batch_idx == 0:
             self._log_overlays(batch, preds)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, preds = self._shared_step(batch, "test", self.test_metrics)
+        _, preds, logits = self._shared_step(batch, "test")
         self.test_class_iou.update(preds, batch["mask"])
+        height, width = logits.shape[-2:]
+        if height % 2 == 0 and width % 2 == 0 and min(height, width) >= 8:
+            self.test_checkerboard.update(logits)
 
     def on_test_epoch_end(self) -> None:
+        self._log_split_metrics("test")
+        if self.test_checkerboard.update_called:
+            self.log("test/checkerboard", self.test_checkerboard.compute())
+        self.test_checkerboard.reset()
         per_class = self.test_class_iou.compute()
         for name, iou in zip(self.class_names, per_class, strict=True):
             self.log(f"test/IoU_{name}", iou)
