@@ -172,6 +172,10 @@ def main() -> int:
             "data.batch_size=4",
             "backbone.width=8",
         ]
+    if args.device == "cuda":
+        # conf/trainer/gpu.yaml: deterministic="warn", as some CUDA backward ops have no
+        # deterministic kernel.
+        overrides.append("trainer=gpu")
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,142 @@
+"""Every benchmark script runs in --quick mode and prints its ratio table, so none can rot;
+benchmarks/gpu.sh is executable, runs them all and fails loudly."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, group_options
+
+BENCHMARKS = ROOT / "benchmarks"
+GPU_SH = BENCHMARKS / "gpu.sh"
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+NUMBER = r"[0-9.]+(?:e[+-]?\d+)?"
+
+
+def run_quick(script: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    assert math.isfinite(value) and value > 0, text
+    return value
+
+
+def check_harness_overhead(out: str) -> None:
+    table = out[out.index("Harness overhead") :].split("\n\n")[0].splitlines()
+    assert re.fullmatch(r"loop\s+ms/step\s+ratio", table[1])
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:]}
+    assert set(rows) == {"bare", "lightning"}
+    bare_ms, bare_ratio = map(positive, rows["bare"])
+    lightning_ms, lightning_ratio = map(positive, rows["lightning"])
+    assert bare_ratio == 1.0
+    assert lightning_ratio == pytest.approx(lightning_ms / bare_ms, rel=0.01)
+
+
+def check_upsamplers(out: str) -> None:
+    tables = [t for t in out.split("\n\n") if t.startswith("Upsamplers")]
+    assert len(tables) == 2  # the wide and the decoder-realistic shape
+    for table in tables:
+        lines = table.splitlines()
+        assert lines[1].split() == [
+            "upsampler",
+            "fwd",
+            "ms",
+            "ratio",
+            "fwd+bwd",
+            "ms",
+            "ratio",
+            "peak",
+            "MiB",
+            "ratio",
+        ]
+        rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+        assert set(rows) == {"bilinear+conv", *group_options("upsampler")}
+        reference = rows["bilinear+conv"]
+        assert [reference[i] for i in (1, 3, 5)] == ["1", "1", "1"]
+        for name, cells in rows.items():
+            if cells[0] == "skipped:":
+                continue
+            for value, ratio, ref in zip(cells[0::2], cells[1::2], reference[0::2], strict=True):
+                # The ratio column is the value divided by the reference's (3 significant digits;
+                # values and reference are themselves rounded to 3 digits).
+                assert positive(ratio) == pytest.approx(positive(value) / float(ref), rel=0.02), (
+                    name
+                )
+
+
+def check_data_throughput(out: str) -> None:
+    match = re.search(rf"ratio delivery / consumption\s+({NUMBER}) x", out)
+    assert match, out
+    positive(match.group(1))
+
+
+CHECKS = {
+    "harness_overhead.py": check_harness_overhead,
+    "upsamplers.py": check_upsamplers,
+    "data_throughput.py": check_data_throughput,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_quick_mode_exits_0_and_prints_ratio_column(script):
+    out = run_quick(script)
+    check = CHECKS.get(script)
+    if check is None:  # a benchmark added later: at least its table must have a ratio column
+        assert re.search(r"\bratio\b", out, re.IGNORECASE), out[-3000:]
+    else:
+        check(out)
+
+
+def test_gpu_sh_is_executable_bash():
+    assert os.access(GPU_SH, os.X_OK)
+    subprocess.run(["bash", "-n", str(GPU_SH)], check=True)
+
+
+def test_gpu_sh_fails_when_a_benchmark_times_out(tmp_path):
+    tables = tmp_path / "tables.txt"
+    proc = subprocess.run(
+        [str(GPU_SH), str(tables)],
+        env={**ENV, "DEVICE": "cpu", "QUICK": "1", "STEP_LIMIT_S": "0.01"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 124, proc.stderr
+    assert "harness_overhead failed" in proc.stderr
+    assert (tmp_path / "logs" / "harness_overhead.log").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_sh_collects_every_table(tmp_path):
+    """The CPU smoke mode of gpu.sh: every benchmark's table lands in the tables file."""
+    tables = tmp_path / "tables.txt"
+    proc = subprocess.run(
+        [str(GPU_SH), str(tables)],
+        env={**ENV, "DEVICE": "cpu", "QUICK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = tables.read_text()
+    check_harness_overhead(text[text.index("## harness_overhead") :])
+    check_data_throughput(text)
+    check_upsamplers(text[text.index("## upsamplers") :])
