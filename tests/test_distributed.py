@@ -1,0 +1,230 @@
+"""Multi-process runs of the real train.py on CPU: DDP (gloo, 2 ranks) and the submitit launcher.
+
+The DDP tests check more than "it finishes": the test mIoU reported by a 2-rank run must equal
+the mIoU of the same checkpoint evaluated on the whole test split in one process. The dataset
+mIoU is a ratio of confusion-matrix sums, so this holds only if the ranks' metric *states* are
+summed before the ratio is taken; averaging the two ranks' mIoU values gives a different number
+(asserted too, so the comparison can tell the two apart).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from tests.helpers import ROOT
+from upbench.runner import build_model
+
+pytestmark = pytest.mark.slow
+
+WORLD_SIZE = 2
+TINY = [
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "backbone.width=8",
+    "trainer.max_epochs=1",
+]
+CPU_RANKS = ["trainer.accelerator=cpu", f"trainer.devices={WORLD_SIZE}"]
+# conf/trainer/ddp*.yaml enable SyncBatchNorm, which DDP refuses on CPU modules ("SyncBatchNorm
+# layers only work with GPU modules").
+CPU_SYNC_BN = "trainer.sync_batchnorm=false"
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+TIMEOUT_S = 900
+
+
+def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py`` with every output (including Hydra's defaults) kept under ``tmp``."""
+    return subprocess.run(
+        [sys.executable, "train.py", *overrides, f"paths.log_dir={tmp / 'logs'}"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+
+
+def confusion_miou(preds: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore: int):
+    """Dataset mIoU: one confusion matrix over all pixels, IoU = TP / (TP + FP + FN) for every
+    class that occurs in the predictions or the labels, then the mean over those classes."""
+    valid = masks != ignore
+    confusion = torch.bincount(
+        masks[valid] * num_classes + preds[valid], minlength=num_classes**2
+    ).view(num_classes, num_classes)
+    tp = confusion.diag().double()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    return (tp[union > 0] / union[union > 0]).mean().item()
+
+
+def single_process_test(run_dir: Path, checkpoint: str) -> dict[str, float]:
+    """Evaluate ``checkpoints/<checkpoint>.ckpt`` on the whole test split in this process.
+
+    Returns the dataset mIoU and mean loss, and ``rank_average_mIoU``: the mean of the mIoUs of
+    the shards a 2-rank ``DistributedSampler(shuffle=False)`` deals (samples r, r + 2, ...)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    model = build_model(cfg, datamodule.num_classes)
+    ckpt = torch.load(
+        run_dir / "checkpoints" / f"{checkpoint}.ckpt", map_location="cpu", weights_only=True
+    )
+    prefix = "model."
+    model.load_state_dict(
+        {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    )
+    model.eval()
+    preds, masks, losses = [], [], []
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            logits = model(batch["image"])
+            losses.append(
+                F.cross_entropy(logits, batch["mask"], ignore_index=datamodule.ignore_index)
+            )
+            preds.append(logits.argmax(1))
+            masks.append(batch["mask"])
+    preds, masks = torch.cat(preds), torch.cat(masks)
+    assert len(masks) % WORLD_SIZE == 0, "uneven shards would be padded with repeated samples"
+
+    def miou(p: torch.Tensor, m: torch.Tensor) -> float:
+        return confusion_miou(p, m, datamodule.num_classes, datamodule.ignore_index)
+
+    shards = [miou(preds[r::WORLD_SIZE], masks[r::WORLD_SIZE]) for r in range(WORLD_SIZE)]
+    return {
+        "mIoU": miou(preds, masks),
+        "loss": torch.stack(losses).mean().item(),
+        "rank_average_mIoU": sum(shards) / WORLD_SIZE,
+    }
+
+
+def assert_single_finished_run(tmp: Path, proc: subprocess.CompletedProcess) -> dict:
+    """Exit 0, one results.json (rank 0's), no directory of any other rank or Hydra default."""
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_dir = tmp / "run"
+    assert sorted(p.name for p in tmp.iterdir()) == ["run"]
+    assert list(tmp.rglob("results.json")) == [run_dir / "results.json"]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "finished", record["error"]
+    assert record["error"] is None
+    for key in ("val/mIoU", "val/pixel_acc", "test/mIoU", "test/pixel_acc", "test/loss"):
+        assert key in record["metrics"], key
+    return record
+
+
+def assert_states_reduced(recorded_miou: float, reference: dict[str, float]) -> None:
+    assert recorded_miou == pytest.approx(reference["mIoU"], abs=1e-6)
+    # The check above can only tell a sum of states from an average of values if they differ.
+    assert abs(reference["rank_average_mIoU"] - reference["mIoU"]) > 1e-5
+
+
+@pytest.fixture(scope="module")
+def ddp_spawn_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp_spawn")
+    # logger=none: Lightning's CSVLogger fails in the second spawn (trainer.test) - see
+    # test_ddp_spawn_with_conf_defaults_and_csv_logger.
+    proc = run_train(
+        tmp,
+        "trainer=ddp_spawn",
+        *CPU_RANKS,
+        *TINY,
+        CPU_SYNC_BN,
+        "logger=none",
+        f"hydra.run.dir={tmp}/run",
+    )
+    return tmp, proc
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc = run_train(
+        tmp, "trainer=ddp", *CPU_RANKS, *TINY, CPU_SYNC_BN, "logger=csv", f"hydra.run.dir={tmp}/run"
+    )
+    return tmp, proc
+
+
+def test_ddp_spawn_two_cpu_ranks_sum_metric_states(ddp_spawn_run):
+    tmp, proc = ddp_spawn_run
+    record = assert_single_finished_run(tmp, proc)
+    # The final test ran on rank 0's weights after fit, which last.ckpt holds.
+    reference = single_process_test(tmp / "run", "last")
+    assert_states_reduced(record["metrics"]["test/mIoU"], reference)
+
+
+def test_ddp_subprocess_launcher_two_cpu_ranks_sum_metric_states(ddp_run):
+    tmp, proc = ddp_run
+    record = assert_single_finished_run(tmp, proc)
+    run_dir = tmp / "run"
+    # Lightning relaunches train.py for rank 1 into the same run directory with its own log.
+    assert (run_dir / "train_ddp_process_1.log").is_file()
+    reference = single_process_test(run_dir, "best")
+    assert_states_reduced(record["best_metrics"]["test/mIoU"], reference)
+    assert_states_reduced(record["metrics"]["test/mIoU"], single_process_test(run_dir, "last"))
+    metrics_csv = next((run_dir / "csv").rglob("metrics.csv")).read_text()
+    assert "test/mIoU" in metrics_csv.splitlines()[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="SegmentationTask logs the loss without sync_dist=True, so under DDP test/loss is "
+    "rank 0's shard only",
+)
+def test_ddp_epoch_loss_is_reduced_across_ranks(ddp_run):
+    tmp, proc = ddp_run
+    record = assert_single_finished_run(tmp, proc)
+    reference = single_process_test(tmp / "run", "best")
+    assert record["best_metrics"]["test/loss"] == pytest.approx(reference["loss"], abs=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="conf/trainer/ddp_spawn.yaml enables SyncBatchNorm, which DDP refuses on CPU; "
+    "Lightning's CSVLogger rewrites metrics.csv with only the new keys in the trainer.test spawn "
+    "(ValueError: dict contains fields not in fieldnames); ddp_spawn does not return "
+    "best_model_score, so the runner skips the best-checkpoint test",
+)
+def test_ddp_spawn_with_conf_defaults_and_csv_logger(tmp_path):
+    proc = run_train(
+        tmp_path,
+        "trainer=ddp_spawn",
+        *CPU_RANKS,
+        *TINY,
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}/run",
+    )
+    record = assert_single_finished_run(tmp_path, proc)
+    assert "test/mIoU" in record["best_metrics"]
+
+
+def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=local",
+        "upsampler=nearest,bilinear",
+        *TINY,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads((sweep_dir / str(i) / "results.json").read_text()) for i in range(2)]
+    assert [r["choices"]["upsampler"] for r in records] == ["nearest", "bilinear"]
+    for record in records:
+        assert record["status"] == "finished", record["error"]
+        assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
+    # submitit ran each job in its own process: its job folders hold one result per job.
+    assert len([p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]) == 2
