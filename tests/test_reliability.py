@@ -38,7 +38,7 @@ BAD_CONFIGS = [
     (["data.batch_size=0"], ConfigError, "data.batch_size must be >= 1"),
     (["trainer.accelerator=gpu"], ConfigError, "no CUDA device"),
     (["ckpt_path=/no/such/file.ckpt"], ConfigError, "does not exist"),
-    (["data=voc", "data.root=/no/such/dir"], Exception, "VOC"),
+    (["data=voc", "data.root=/no/such/dir"], FileNotFoundError, "VOCdevkit"),
 ]
 
 
@@ -48,8 +48,11 @@ BAD_CONFIGS = [
 def test_bad_configuration_refused_before_training(tmp_path, overrides, error, pattern):
     if error is ConfigError and "accelerator" in overrides[0] and torch.cuda.is_available():
         pytest.skip("a GPU is present")
+    # Drop the tiny-run keys of a group whose option the case swaps (their keys differ).
+    swapped = tuple(o.split("=")[0] + "." for o in overrides if "." not in o.split("=")[0])
+    base = [o for o in TINY if not o.startswith(swapped)] if swapped else TINY
     with pytest.raises(error, match=pattern):
-        train(compose_config(tmp_path, [*TINY, "callbacks=default", *overrides]))
+        train(compose_config(tmp_path, [*base, "callbacks=default", *overrides]))
     assert not (tmp_path / "checkpoints").exists()  # no training step ran
     if (tmp_path / "results.json").exists():  # refusals after the record started are kept
         record = read_results(tmp_path)

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -18,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+from upbench.instantiate import instantiate
 from upbench.model import SegmentationModel
 from upbench.results import RESULTS_FILE, read_results, write_results
 from upbench.task import SegmentationTask
@@ -44,8 +44,8 @@ def run_choices(cfg: DictConfig) -> dict[str, str]:
 
 def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
     return SegmentationModel(
-        backbone=hydra.utils.instantiate(cfg.backbone),
-        decoder=hydra.utils.instantiate(cfg.decoder),
+        backbone=instantiate(cfg.backbone),
+        decoder=instantiate(cfg.decoder),
         upsampler=cfg.upsampler,
         num_classes=num_classes,
     )
@@ -99,15 +99,15 @@ def _instantiate_loggers(cfg: DictConfig, tags: list[str]) -> list[Logger]:
             group = node.get("group")
             if group is None and _is_multirun():
                 group = f"{cfg.task_name}/{Path(HydraConfig.get().sweep.dir).name}"
-            logger = hydra.utils.instantiate(node, tags=tags, group=group)
+            logger = instantiate(node, tags=tags, group=group)
         else:
-            logger = hydra.utils.instantiate(node)
+            logger = instantiate(node)
         loggers.append(logger)
     return loggers
 
 
 def _instantiate_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
 
 
 def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
@@ -165,7 +165,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers: list[Logger] = []
     try:
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule = instantiate(cfg.data)
         model = build_model(cfg, datamodule.num_classes)
         validate_setup(cfg, datamodule, model)
         record["params"] = {
@@ -176,8 +176,8 @@ def train(cfg: DictConfig) -> float | None:
             model,
             num_classes=datamodule.num_classes,
             ignore_index=datamodule.ignore_index,
-            optimizer=hydra.utils.instantiate(cfg.optimizer),
-            scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
             class_names=datamodule.class_names,
             palette=datamodule.palette,
         )
@@ -186,7 +186,7 @@ def train(cfg: DictConfig) -> float | None:
         loggers = _instantiate_loggers(cfg, tags)
         for logger in loggers:
             logger.log_hyperparams(record["config"])
-        trainer: pl.Trainer = hydra.utils.instantiate(
+        trainer: pl.Trainer = instantiate(
             cfg.trainer, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
         )
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import hydra
 import torch
 from torch import Tensor, nn
+
+from upbench.instantiate import instantiate
 
 UpsamplerSpec = Mapping | Callable[..., nn.Module]
 
@@ -30,9 +31,7 @@ def build_upsampler(
 ) -> nn.Module:
     """Create one upsampler from a Hydra config node (``_target_``) or a callable factory."""
     if isinstance(spec, Mapping):
-        return hydra.utils.instantiate(
-            spec, in_channels=in_channels, out_channels=out_channels, scale=scale
-        )
+        return instantiate(spec, in_channels=in_channels, out_channels=out_channels, scale=scale)
     return spec(in_channels=in_channels, out_channels=out_channels, scale=scale)
 
 
