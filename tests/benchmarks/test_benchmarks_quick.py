@@ -50,6 +50,7 @@ def check_harness_overhead(out: str) -> None:
 
 
 def check_upsamplers(out: str) -> None:
+    out = out[out.index("Upsamplers") :]
     tables = [t for t in out.split("\n\n") if t.startswith("Upsamplers")]
     assert len(tables) == 2  # the wide and the decoder-realistic shape
     for table in tables:
@@ -139,4 +140,4 @@ def test_gpu_sh_collects_every_table(tmp_path):
     text = tables.read_text()
     check_harness_overhead(text[text.index("## harness_overhead") :])
     check_data_throughput(text)
-    check_upsamplers(text[text.index("## upsamplers") :])
+    check_upsamplers(text)
