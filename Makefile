@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 TABLE ?= upsamplers_resnet
+# A fixed sweep directory: rerunning `make table` completes a half-finished sweep (finished jobs
+# are skipped). Delete it, or pass SWEEP_DIR=..., for a fresh sweep.
+SWEEP_DIR ?= logs/$(TABLE)/sweep
 
 .PHONY: install train test test-fast lint table bench
 
@@ -28,3 +31,14 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Run an experiment's sweep (conf/experiment/$(TABLE).yaml) and build its table and plots.
+table: install
+	$(PY) train.py -m experiment=$(TABLE) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) -m upbench.report $(SWEEP_DIR) --out experiments/results/$(TABLE)
+
+bench: install
+	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/data_throughput.py
+	$(PY) benchmarks/upsamplers.py
+	$(PY) benchmarks/carafe_op.py
