@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import ROOT, TINY, compose_config
 from upbench.results import read_results
@@ -85,3 +86,11 @@ def test_train_py_subprocess_writes_results_and_logs(tmp_path):
     assert any(row.get("test/thin_recall") for row in rows)
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert "test/mIoU" in proc.stdout  # the final rich table
+
+
+@pytest.mark.slow
+def test_compiled_network_trains_and_keeps_plain_checkpoint_keys(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.compile=true", "callbacks=default"))
+    assert read_results(tmp_path)["status"] == "finished"
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(key.startswith("model.") and "_orig_mod" not in key for key in state)

@@ -31,6 +31,8 @@ from upbench.validation import (
 log = logging.getLogger(__name__)
 
 CHOICE_GROUPS = ("backbone", "upsampler", "decoder", "data")
+# Keys of the trainer group that configure the network rather than pl.Trainer.
+NETWORK_OPTIONS = ("channels_last", "compile")
 
 
 def run_choices(cfg: DictConfig) -> dict[str, str]:
@@ -180,14 +182,19 @@ def train(cfg: DictConfig) -> float | None:
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
             class_names=datamodule.class_names,
             palette=datamodule.palette,
+            channels_last=cfg.trainer.get("channels_last", False),
+            compile=cfg.trainer.get("compile", False),
         )
         tags = [f"{group}:{name}" for group, name in choices.items()] + [f"seed:{cfg.seed}"]
         tags += list(cfg.get("tags") or [])
         loggers = _instantiate_loggers(cfg, tags)
         for logger in loggers:
             logger.log_hyperparams(record["config"])
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        for key in NETWORK_OPTIONS:
+            trainer_cfg.pop(key, None)
         trainer: pl.Trainer = instantiate(
-            cfg.trainer, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
+            trainer_cfg, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
         )
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         record["metrics"] = _metrics(trainer, "val/")

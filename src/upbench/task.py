@@ -55,6 +55,8 @@ class SegmentationTask(pl.LightningModule):
         class_names: per-class names for the per-class IoU at test time.
         palette: ``num_classes`` RGB colours for the prediction overlays.
         num_overlays: images of the first validation batch logged as image / truth / prediction.
+        channels_last: run the network in NHWC memory format (faster convolutions on GPUs).
+        compile: run the network through ``torch.compile``.
     """
 
     def __init__(
@@ -67,8 +69,15 @@ class SegmentationTask(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         num_overlays: int = 4,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
+        self.channels_last = channels_last
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compile:
+            model.compile()  # in place, so state_dict keys stay those of the plain model
         self.model = model
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -94,6 +103,8 @@ class SegmentationTask(pl.LightningModule):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def _shared_step(self, batch: dict, split: str) -> tuple[Tensor, Tensor, Tensor]:

@@ -59,6 +59,12 @@ def validate_config(cfg: DictConfig, launcher: str | None = None) -> None:
             f"trainer.accelerator={accelerator} but no CUDA device is visible: use trainer=default "
             "(CPU) or run on a machine with a GPU"
         )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.get("channels_last") and not on_gpu:
+        raise ConfigError(
+            "trainer.channels_last=true needs a GPU: torch 2.14's CPU convolution backward crashes "
+            "(double free) with NHWC tensors here; set trainer.channels_last=false on CPU"
+        )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist: pass the path of a .ckpt file")
