@@ -33,6 +33,19 @@ def test_yaml_instantiates_and_backpropagates(name, cin, cout):
 
 
 @pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_runs_under_autocast(name, x_dtype):
+    """Mixed precision: the convs run in bfloat16 while x may be either dtype."""
+    module = build(name, 8, 8, 2)
+    x = torch.randn(1, 8, 4, 5, dtype=x_dtype, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = module(x)
+    assert y.shape == (1, 8, 8, 10)
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", PRESETS)
 def test_short_training_reduces_loss(name):
     """Fit the output of a teacher copy whose weights are redrawn large, so that its kernels /
     sampling points are far from the student's near-identity start but reachable by it."""

@@ -92,5 +92,7 @@ class CARAFE(nn.Module):
         return logits.view(n, self.group_size, taps, h, w).softmax(2).view(n, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = carafe(x, self.kernels(x), self.kernel_up, self.group_size, self.scale)
+        # Under autocast the encoder may return a lower precision than x; the op needs one dtype.
+        kernels = self.kernels(x).to(x.dtype)
+        out = carafe(x, kernels, self.kernel_up, self.group_size, self.scale)
         return self.proj(out)
