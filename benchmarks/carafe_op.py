@@ -5,7 +5,7 @@ resolution, nearest-upsample them to (N, C*k^2, s*H, s*W), contract with the mas
 splits the output into its s^2 sub-pixel phases and accumulates k^2 input-resolution products
 per phase, with a hand-written backward that saves only the (padded) features and the masks.
 
-For each shape it reports the median time of the forward pass (under no_grad) and of forward +
+For each shape it reports the best time of the forward pass (under no_grad) and of forward +
 backward (gradients w.r.t. features and masks), and the peak memory of each, with ratios lean /
 naive. Both ops are checked to agree before timing.
 
@@ -23,7 +23,6 @@ Memory is measured in its own run, apart from the timed runs, since profiling sl
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,16 +103,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(run: Callable[[], None], device: torch.device, repeats: int) -> float:
-    run()  # warm-up: allocator, first-call dispatch
-    times = []
+def best_seconds(runs: dict[str, Callable[[], None]], device: torch.device, repeats: int):
+    """Fastest of ``repeats`` timed calls of each run, the runs interleaved so that load from
+    other processes on a shared machine hits all of them alike (the minimum is the least
+    disturbed call)."""
+    for run in runs.values():
+        run()  # warm-up: allocator, first-call dispatch
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        run()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            run()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def peak_bytes(run: Callable[[], None], device: torch.device) -> int:
@@ -147,9 +151,14 @@ def check_agreement(shape: Shape, features: Tensor, masks: Tensor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat (CI)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per cell (the fastest is kept)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shapes, repeats = (QUICK, 1) if args.quick else (FULL, args.repeats)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
@@ -165,10 +174,12 @@ def main() -> None:
         features.requires_grad_()
         masks.requires_grad_()
         for backward in (False, True):
-            results = {}
-            for name, op in OPS.items():
-                run = partial(run_once, op, shape, features, masks, backward)
-                results[name] = (median_seconds(run, device, repeats), peak_bytes(run, device))
+            runs = {
+                name: partial(run_once, op, shape, features, masks, backward)
+                for name, op in OPS.items()
+            }
+            seconds = best_seconds(runs, device, repeats)
+            results = {name: (seconds[name], peak_bytes(run, device)) for name, run in runs.items()}
             base_t, base_m = results["naive"]
             for name, (t, m) in results.items():
                 print(
