@@ -54,7 +54,7 @@ class CARAFE(nn.Module):
         check_channels(in_channels, out_channels)
         check_channels(compressed_channels, group_size)
         self.scale = check_scale(scale)
-        self.kernel_up = check_odd_kernel(kernel_up)
+        self.k_up = check_odd_kernel(kernel_up)
         check_odd_kernel(kernel_encoder)
         if in_channels % group_size:
             raise ValueError(
@@ -88,11 +88,11 @@ class CARAFE(nn.Module):
         channel g * k_up^2 + dy * k_up + dx weighs tap (dy, dx) of group g."""
         logits = F.pixel_shuffle(self.content_encoder(self.channel_compressor(x)), self.scale)
         n, _, h, w = logits.shape
-        taps = self.kernel_up * self.kernel_up
+        taps = self.k_up * self.k_up
         return logits.view(n, self.group_size, taps, h, w).softmax(2).view(n, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         # Under autocast the encoder may return a lower precision than x; the op needs one dtype.
         kernels = self.kernels(x).to(x.dtype)
-        out = carafe(x, kernels, self.kernel_up, self.group_size, self.scale)
+        out = carafe(x, kernels, self.k_up, self.group_size, self.scale)
         return self.proj(out)
