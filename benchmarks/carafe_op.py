@@ -10,9 +10,10 @@ backward (gradients w.r.t. features and masks), and the peak memory of each, wit
 naive. Both ops are checked to agree before timing.
 
 Peak memory, CPU: torch.profiler(profile_memory=True) receives every allocation and free of the
-CPU allocator during the measured region; the running sum of those byte counts, in time order,
-is the memory live at each moment that the region allocated, and its maximum is the peak
-(inputs created before the region are excluded; its outputs and gradients are included).
+CPU allocator (size and address) during the measured region; replaying them in time order, with
+frees counted only for blocks allocated inside the region, gives the bytes that the region holds
+at each moment, and its maximum is the peak (inputs and anything allocated before the region are
+excluded; outputs, saved tensors and gradients are included).
 CUDA: torch.cuda.max_memory_allocated() minus the memory allocated before the region.
 Memory is measured in its own run, apart from the timed runs, since profiling slows them.
 
@@ -23,10 +24,13 @@ Memory is measured in its own run, apart from the timed runs, since profiling sl
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -131,12 +135,24 @@ def peak_bytes(run: Callable[[], None], device: torch.device) -> int:
     activities = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
         run()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    memory = [e for e in events if e.get("name") == "[memory]" and e["args"]["Device Type"] == 0]
+    # Frees of blocks allocated before the region (e.g. last call's .grad) are not ours.
+    inside: dict[int, int] = {}
     live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        if event.device_type() == torch.autograd.DeviceType.CPU:
-            live += event.nbytes()
-            peak = max(peak, live)
+    for event in sorted(memory, key=lambda e: (e["ts"], e["args"]["Ev Idx"])):
+        addr, nbytes = event["args"]["Addr"], event["args"]["Bytes"]
+        if nbytes > 0:
+            inside[addr] = nbytes
+        elif addr in inside:
+            nbytes = -inside.pop(addr)
+        else:
+            continue
+        live += nbytes
+        peak = max(peak, live)
     return peak
 
 
