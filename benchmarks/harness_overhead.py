@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from upbench.runner import build_model
+from upbench.runner import NETWORK_OPTIONS, build_model
 from upbench.task import SegmentationTask
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -66,6 +66,12 @@ def compose_cfg(output_dir: str, overrides: list[str]) -> DictConfig:
 
 def synchronizer(device: str) -> Callable[[], None]:
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def network_options(cfg: DictConfig) -> dict[str, bool]:
+    """``trainer.channels_last`` / ``trainer.compile``: applied to the network on both sides,
+    as the runner does."""
+    return {key: bool(cfg.trainer.get(key, False)) for key in NETWORK_OPTIONS}
 
 
 class BatchStartTimes(pl.Callback):
@@ -102,9 +108,13 @@ def lightning_steps(
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         class_names=datamodule.class_names,
         palette=datamodule.palette,
+        **network_options(cfg),
     )
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in NETWORK_OPTIONS:
+        trainer_cfg.pop(key, None)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
+        trainer_cfg,
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         max_epochs=1,
@@ -128,7 +138,11 @@ def bare_steps(
 ) -> list[float]:
     """Per-step seconds of a plain PyTorch training loop over the same loader."""
     sync = synchronizer(device)
-    model = model.to(device).train()
+    options = network_options(cfg)
+    memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    if options["compile"]:
+        model.compile()
     optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
     stamps: list[float] = []
     for batch in datamodule.train_dataloader():
@@ -136,7 +150,7 @@ def bare_steps(
         stamps.append(time.perf_counter())
         if len(stamps) > warmup + steps:
             break
-        image = batch["image"].to(device, non_blocking=True)
+        image = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
         mask = batch["mask"].to(device, non_blocking=True)
         loss = F.cross_entropy(model(image), mask, ignore_index=datamodule.ignore_index)
         loss.backward()
