@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every benchmark on a CUDA machine (each of the 4 steps capped at STEP_LIMIT_S=110 s, so under 8 minutes) and
-# collect their tables in one file; the full output of each goes to a log next to it.
+# Run every benchmark on a CUDA machine and collect their tables in one file; the full output of
+# each goes to a log next to it. Each of the 4 steps is capped at STEP_LIMIT_S=110 s (< 8 min).
 #
 #   benchmarks/gpu.sh [TABLES_FILE]              # default benchmarks/results/gpu-tables.txt
 #   DEVICE=cpu QUICK=1 benchmarks/gpu.sh out.txt   # smoke test of this script without a GPU
