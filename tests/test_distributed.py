@@ -175,12 +175,6 @@ def test_ddp_subprocess_launcher_two_cpu_ranks_sum_metric_states(ddp_run):
     assert "test/mIoU" in metrics_csv.splitlines()[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SegmentationTask logs the loss without sync_dist=True, so under DDP test/loss is "
-    "rank 0's shard only",
-)
 def test_ddp_epoch_loss_is_reduced_across_ranks(ddp_run):
     tmp, proc = ddp_run
     record = assert_single_finished_run(tmp, proc)
@@ -188,14 +182,6 @@ def test_ddp_epoch_loss_is_reduced_across_ranks(ddp_run):
     assert record["best_metrics"]["test/loss"] == pytest.approx(reference["loss"], abs=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="conf/trainer/ddp_spawn.yaml enables SyncBatchNorm, which DDP refuses on CPU; "
-    "Lightning's CSVLogger rewrites metrics.csv with only the new keys in the trainer.test spawn "
-    "(ValueError: dict contains fields not in fieldnames); ddp_spawn does not return "
-    "best_model_score, so the runner skips the best-checkpoint test",
-)
 def test_ddp_spawn_with_conf_defaults_and_csv_logger(tmp_path):
     proc = run_train(
         tmp_path,

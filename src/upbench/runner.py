@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -112,6 +113,19 @@ def _instantiate_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
 
 
+def _best_score(checkpoint: Any) -> float | None:
+    """The monitored score of the best checkpoint. Lightning's spawn launcher sends back the best
+    path but not the score, so read it from the checkpoint file when it is missing."""
+    if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor is None:
+        return None
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if not checkpoint.best_model_path:
+        return None
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    return float(state["callbacks"][checkpoint.state_key]["best_model_score"])
+
+
 def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
@@ -166,6 +180,8 @@ def train(cfg: DictConfig) -> float | None:
         write_results(output_dir, record)
     loggers: list[Logger] = []
     try:
+        if cfg.get("num_threads"):
+            torch.set_num_threads(cfg.num_threads)
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         model = build_model(cfg, datamodule.num_classes)
@@ -201,8 +217,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(task, datamodule=datamodule, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
         checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
-            record["best_metrics"][cfg.optimized_metric] = float(checkpoint.best_model_score)
+        best_score = _best_score(checkpoint)
+        if best_score is not None:
+            record["best_metrics"][cfg.optimized_metric] = best_score
             trainer.test(
                 task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
             )

@@ -117,7 +117,14 @@ class SegmentationTask(pl.LightningModule):
                     metric.update(preds, batch["mask"], batch["thin"])
             else:
                 metric.update(preds, batch["mask"])
-        self.log(f"{split}/loss", loss, prog_bar=split != "test", on_step=False, on_epoch=True)
+        self.log(
+            f"{split}/loss",
+            loss,
+            prog_bar=split != "test",
+            on_epoch=True,
+            on_step=False,
+            sync_dist=True,
+        )
         return loss, preds, logits
 
     def _log_split_metrics(self, split: str) -> None:

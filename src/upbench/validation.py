@@ -59,6 +59,11 @@ def validate_config(cfg: DictConfig, launcher: str | None = None) -> None:
             f"trainer.accelerator={accelerator} but no CUDA device is visible: use trainer=default "
             "(CPU) or run on a machine with a GPU"
         )
+    if cfg.trainer.get("sync_batchnorm") and accelerator == "cpu":
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm has no CPU implementation): "
+            "set trainer.sync_batchnorm=false for CPU DDP"
+        )
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if cfg.trainer.get("channels_last") and not on_gpu:
         raise ConfigError(
