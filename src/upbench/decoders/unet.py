@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from upbench.backbones.staged import conv_bn_act
 from upbench.instantiate import instantiate
 
 UpsamplerSpec = Mapping | Callable[..., nn.Module]
@@ -35,17 +36,16 @@ def build_upsampler(
     return spec(in_channels=in_channels, out_channels=out_channels, scale=scale)
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(num_convs):
-        layers += [
-            nn.Conv2d(
-                in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False
-            ),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers)
+def refinement(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` 3x3 conv-BN-ReLU layers (one flat Sequential), the first mapping
+    in_channels -> out_channels."""
+    return nn.Sequential(
+        *(
+            layer
+            for i in range(num_convs)
+            for layer in conv_bn_act(in_channels if i == 0 else out_channels, out_channels, 3)
+        )
+    )
 
 
 def _needs_indices(module: nn.Module | None) -> bool:
@@ -80,7 +80,7 @@ class DecoderStage(nn.Module):
             refine_in = up_channels
         else:
             raise ValueError(f"decoder.fusion must be 'concat' or 'add', got {fusion!r}")
-        self.refine = conv_bn_relu(refine_in, out_channels, refine_convs)
+        self.refine = refinement(refine_in, out_channels, refine_convs)
 
     def forward(self, x: Tensor, skip: Tensor | None, indices: Tensor | None, size) -> Tensor:
         if self.upsampler is not None:
