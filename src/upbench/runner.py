@@ -82,9 +82,11 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return previous
 
 
-def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+def _resume_checkpoint(cfg: DictConfig, output_dir: Path, unfinished: bool) -> str | None:
+    """``ckpt_path``, else ``last.ckpt`` when resuming: on ``resume=true``, and for an unfinished
+    job of a sweep rerun into the same directory (so completing a sweep loses nothing)."""
     path = cfg.get("ckpt_path")
-    if not path and cfg.get("resume"):
+    if not path and (cfg.get("resume") or unfinished):
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
             path = str(last)
@@ -162,7 +164,7 @@ def train(cfg: DictConfig) -> float | None:
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
     validate_config(cfg, launcher=_multirun_launcher())
-    ckpt_path = _resume_checkpoint(cfg, output_dir)
+    ckpt_path = _resume_checkpoint(cfg, output_dir, unfinished=previous is not None)
     choices = run_choices(cfg)
     record: dict[str, Any] = {
         "status": "running",
