@@ -8,6 +8,7 @@ incomplete folders, which must come at instantiation, before any training.
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -15,13 +16,15 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
+from tests.helpers import compose_config
 from upbench.data.pets import val_indices
 from upbench.data.real import bitmap_palette
 from upbench.data.roots import ENV_VAR, DatasetRootError
+from upbench.runner import build_model
+from upbench.task import SegmentationTask
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 IGNORE = 255
@@ -235,28 +238,15 @@ def _image_path(pairs, index: int) -> Path:
     return Path(pairs.dataset._images[pairs.indices[index]])  # a Subset of OxfordIIITPet
 
 
-class TinySegmenter(pl.LightningModule):
-    """Stand-in for the project's task: a 1x1 convolution trained with cross-entropy."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.head = torch.nn.Conv2d(3, num_classes, 1)
-
-    def _loss(self, batch):
-        assert batch["image"].shape[-2:] == batch["mask"].shape[-2:]
-        return F.cross_entropy(self.head(batch["image"]), batch["mask"], ignore_index=IGNORE)
-
-    def training_step(self, batch, batch_idx):
-        return self._loss(batch)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", self._loss(batch))
-
-    def test_step(self, batch, batch_idx):
-        self.log("test_loss", self._loss(batch))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+def project_task(tmp_path, num_classes: int) -> SegmentationTask:
+    """The project's own network (small built-in ResNet U-Net) and LightningModule."""
+    cfg = compose_config(tmp_path / "cfg", ["backbone.width=8"])
+    return SegmentationTask(
+        build_model(cfg, num_classes),
+        num_classes,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        ignore_index=IGNORE,
+    )
 
 
 @pytest.mark.parametrize("case", ["voc", "pets", "cityscapes", "ade20k"])
@@ -264,14 +254,14 @@ def test_fast_dev_run_trains_and_evaluates(case, tmp_path):
     builder = CASES[case][0]
     builder(tmp_path, np.random.default_rng(RNG_SEED))
     dm = build(case, tmp_path, size_divisor=8)
-    model = TinySegmenter(dm.num_classes)
-    before = model.head.weight.detach().clone()
+    model = project_task(tmp_path, dm.num_classes)
+    before = model.model.head.weight.detach().clone()
     trainer = pl.Trainer(
         fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
-    assert not torch.equal(before, model.head.weight)
+    assert not torch.equal(before, model.model.head.weight)
     batch = next(iter(dm.test_dataloader()))  # images of different sizes: padded, multiple of 8
     assert batch["image"].shape[0] == 2 and all(s % 8 == 0 for s in batch["mask"].shape[-2:])
     assert next(iter(dm.train_dataloader()))["mask"].shape == (2, 16, 16)
