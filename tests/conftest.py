@@ -13,7 +13,9 @@ from tests.helpers import TINY, compose_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Test tensors are tiny: one intra-op thread avoids OpenMP start-up and spin costs that dominate
+# them (and oversubscription when subprocess tests run beside).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
