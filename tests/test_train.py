@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, compose_config
+from tests.helpers import ROOT, TINY, compose_config, group_options
 from upbench.results import read_results
 from upbench.runner import train
 
@@ -94,3 +94,20 @@ def test_compiled_network_trains_and_keeps_plain_checkpoint_keys(tiny_cfg, tmp_p
     assert read_results(tmp_path)["status"] == "finished"
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(key.startswith("model.") and "_orig_mod" not in key for key in state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("upsampler", group_options("upsampler"))
+def test_every_upsampler_trains_end_to_end(tmp_path, upsampler):
+    """`python train.py upsampler=NAME` for every option: the run finishes and the training loss
+    goes down (max-pooling backbone, so maxunpool has its indices)."""
+    cfg = compose_config(
+        tmp_path,
+        [*TINY, f"upsampler={upsampler}", "backbone.downsample=maxpool", "trainer.max_epochs=4",
+         "data.num_train=32", "optimizer.lr=0.01"],
+    )  # fmt: skip
+    train(cfg)
+    assert read_results(tmp_path)["status"] == "finished"
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
