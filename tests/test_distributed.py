@@ -41,7 +41,7 @@ CPU_RANKS = ["trainer.accelerator=cpu", f"trainer.devices={WORLD_SIZE}"]
 # layers only work with GPU modules").
 CPU_SYNC_BN = "trainer.sync_batchnorm=false"
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-TIMEOUT_S = 900
+TIMEOUT_S = 300
 
 
 def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:

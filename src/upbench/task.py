@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from upbench.metrics import (
@@ -18,6 +20,12 @@ from upbench.metrics import (
     CheckerboardScore,
     ThinStructureRecall,
     TrimapMeanIoU,
+)
+
+# Every epoch value is logged already reduced across ranks (see _log_split_metrics), which is
+# what this warning asks for.
+warnings.filterwarnings(
+    "ignore", message=r".*sync_dist=True.* to accumulate the metric", category=PossibleUserWarning
 )
 
 
@@ -30,6 +38,7 @@ def _split_metrics(num_classes: int, ignore_index: int, boundaries: bool) -> Met
     # and honours ignore_index, unlike torchmetrics.segmentation.MeanIoU (per-image average).
     kw = {"ignore_index": ignore_index}
     metrics = {
+        "loss": MeanMetric(),
         "mIoU": MulticlassJaccardIndex(num_classes, average="macro", **kw),
         "pixel_acc": MulticlassAccuracy(num_classes, average="micro", **kw),
     }
@@ -112,31 +121,31 @@ class SegmentationTask(pl.LightningModule):
         loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)
         preds = logits.argmax(dim=1)
         for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
-            if name == "thin_recall":
+            if name == "loss":
+                metric.update(loss.detach(), weight=preds.shape[0])
+            elif name == "thin_recall":
                 if "thin" in batch:
                     metric.update(preds, batch["mask"], batch["thin"])
             else:
                 metric.update(preds, batch["mask"])
-        self.log(
-            f"{split}/loss",
-            loss,
-            prog_bar=split != "test",
-            on_epoch=True,
-            on_step=False,
-            sync_dist=True,
-        )
         return loss, preds, logits
 
     def _log_split_metrics(self, split: str) -> None:
-        """Compute at epoch end (trimap returns one value per band width, which ``self.log`` of
-        a metric object cannot take); torchmetrics sums the states across processes first."""
+        """Compute every epoch value of ``split``, the loss included, here.
+
+        torchmetrics sums the states across processes first, so every rank runs the same
+        collectives in the same order. Logging with ``sync_dist=True`` instead deadlocks DDP:
+        Lightning reduces such values when the progress bar reads them, which happens on rank 0
+        only, in a callback hook that runs before this one. (Trimap also returns one value per
+        band width, which ``self.log`` of a metric object cannot take.)
+        """
         values = {}
         for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
             if metric.update_called:
                 result = metric.compute()
                 values |= result if isinstance(result, dict) else {name: result}
             metric.reset()
-        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split == "val")
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
 
     def on_train_epoch_end(self) -> None:
         self._log_split_metrics("train")
