@@ -151,8 +151,20 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
         )
         == 0
     )
-    for name in ("results.md", "results.csv", "results.tex"):
+    for name in ("results.md", "results.csv", "results.tex", "runs.csv"):
         assert (out / name).stat().st_size > 100, name
+    with (out / "runs.csv").open() as f:
+        runs_csv = list(csv.DictReader(f))
+    assert [(r["upsampler"], int(r["seed"]), r["status"]) for r in runs_csv] == sorted(
+        RUNS, key=lambda run: run[:2]
+    )
+    for run in runs_csv:
+        expected = FINAL.get((run["upsampler"], int(run["seed"])), {}).get("test/mIoU")
+        if run["status"] == "finished":
+            assert float(run["metrics:test/mIoU"]) == expected
+            assert float(run["best_metrics:test/mIoU"]) == pytest.approx(expected + BEST_BONUS)
+        else:
+            assert run["metrics:test/mIoU"] == ""
     rows = read_csv(out / "results.csv")
     assert set(rows) == {"bilinear", "nearest", "pixelshuffle", "transposed"}
     values = [FINAL["pixelshuffle", s]["test/mIoU"] + BEST_BONUS for s in (0, 1)]

@@ -5,8 +5,9 @@ Build::
     python -m upbench.report logs/train/multirun/2024-05-01_10-00-00-000000 [MORE_DIRS] \
         [--out DIR] [--profile-shape N C H W --scale S] [--no-profile] [--num-images K]
 
-writes ``results.{md,csv,tex}``, ``accuracy_vs_params.png``, ``accuracy_vs_latency.png`` and
-``predictions_<data>.png`` to ``--out`` (default: the first run directory).
+writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``accuracy_vs_params.png``,
+``accuracy_vs_latency.png`` and ``predictions_<data>.png`` to ``--out`` (default: the first run
+directory).
 
 Check (reruns nothing)::
 

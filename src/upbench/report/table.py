@@ -100,7 +100,11 @@ class Row:
     key: tuple[str, ...]
     status_counts: dict[str, int]
     cells: dict[tuple[str, str], Stat | None] = field(default_factory=dict)
-    finished: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # every record, by seed
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "finished"]
 
     @property
     def choices(self) -> dict[str, str]:
@@ -126,7 +130,7 @@ def build_rows(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> 
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (r["seed"], r["_path"]))
         counts = {s: sum(r["status"] == s for r in group) for s in STATUSES}
-        row = Row(key, counts, finished=[r for r in group if r["status"] == "finished"])
+        row = Row(key, counts, runs=group)
         for source, _ in SOURCES:
             for metric in metrics:
                 values = [
@@ -283,17 +287,39 @@ class ReportTable:
             out.append(cells)
         return out
 
+    def run_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """One row per run behind the table (header, rows): what a rerun is compared with,
+        job by job (on CPU a rerun of the same config gives the same numbers)."""
+        header = [*GROUP_KEYS, "seed", "status", "wall_time_s"]
+        header += [f"{source}:{m}" for source, _ in SOURCES for m in self.metrics]
+        rows = []
+        for row in self.rows:
+            for run in row.runs:
+                cells = [*row.key, run["seed"], run["status"], _raw(run.get("wall_time_s"))]
+                cells += [
+                    _raw((run.get(source) or {}).get(m))
+                    for source, _ in SOURCES
+                    for m in self.metrics
+                ]
+                rows.append(cells)
+        return header, rows
+
     def write(self, out_dir: str | Path, stem: str = "results") -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         md, tex, csv_path = (out_dir / f"{stem}.{ext}" for ext in ("md", "tex", "csv"))
+        runs_path = out_dir / "runs.csv"
         md.write_text(self.to_markdown())
         tex.write_text(self.to_latex())
-        with csv_path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(self.csv_header())
-            writer.writerows(self.csv_rows())
-        return [md, csv_path, tex]
+        for path, (header, rows) in (
+            (csv_path, (self.csv_header(), self.csv_rows())),
+            (runs_path, self.run_rows()),
+        ):
+            with path.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(rows)
+        return [md, csv_path, tex, runs_path]
 
 
 def _raw(value: Any) -> Any:
