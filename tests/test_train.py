@@ -29,6 +29,19 @@ def test_fast_dev_run_of_default(tiny_cfg, tmp_path):
     assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
 
 
+@pytest.mark.parametrize("upsampler", ["carafe", "dysample", "maxunpool"])
+def test_bf16_mixed_precision_trains_the_custom_op_upsamplers(tiny_cfg, tmp_path, upsampler):
+    overrides = ["trainer.precision=bf16-mixed", f"upsampler={upsampler}"]
+    if upsampler == "maxunpool":
+        overrides.append("backbone.downsample=maxpool")
+    train(tiny_cfg(*overrides))
+    record = read_results(tmp_path)
+    assert record["status"] == "finished", record["error"]
+    assert record["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert 0.0 <= record["metrics"]["test/mIoU"] <= 1.0
+    assert record["metrics"]["test/loss"] > 0
+
+
 def test_same_seed_gives_identical_metrics(tmp_path):
     first = train(compose_config(tmp_path / "a", [*TINY, "seed=3"]))
     second = train(compose_config(tmp_path / "b", [*TINY, "seed=3"]))

@@ -94,3 +94,19 @@ def test_stage_scales_follow_backbone_strides_including_dilation(tmp_path):
     assert 1 in factors and max(factors) == 2
     assert [stage.upsampler is None for stage in model.decoder.stages] == [f == 1 for f in factors]
     _check_forward_backward(model, 32, 32)
+
+
+@pytest.mark.parametrize("upsampler", group_options("upsampler"))
+def test_every_upsampler_under_bf16_autocast(tmp_path, upsampler):
+    """What ``trainer.precision=bf16-mixed`` does to the network: convolutions run in bfloat16
+    while the custom ops (CARAFE reassembly, DySample's grid_sample, MaxUnpool) receive
+    whichever dtype autocast left them; every one must run forward and backward."""
+    model = _model(tmp_path, "resnet", upsampler, "unet")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    assert logits.shape == (2, 3, 32, 32) and logits.dtype == torch.bfloat16
+    logits.float().square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
+        assert torch.isfinite(p.grad).all(), name
