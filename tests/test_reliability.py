@@ -39,6 +39,7 @@ BAD_CONFIGS = [
     (["trainer.accelerator=gpu"], ConfigError, "no CUDA device"),
     (["ckpt_path=/no/such/file.ckpt"], ConfigError, "does not exist"),
     (["trainer.channels_last=true"], ConfigError, "channels_last=true needs a GPU"),
+    (["trainer.precision=16-mixed"], ConfigError, "fp16 mixed precision needs a GPU"),
     (["data=voc", "data.root=/no/such/dir"], FileNotFoundError, "VOCdevkit"),
 ]
 

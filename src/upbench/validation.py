@@ -70,6 +70,13 @@ def validate_config(cfg: DictConfig, launcher: str | None = None) -> None:
             "trainer.channels_last=true needs a GPU: torch 2.14's CPU convolution backward crashes "
             "(double free) with NHWC tensors here; set trainer.channels_last=false on CPU"
         )
+    precision = str(cfg.trainer.get("precision"))
+    if precision in ("16", "16-mixed") and not on_gpu:
+        # Lightning would train in bf16 with only a warning, while results.json said fp16.
+        raise ConfigError(
+            f"trainer.precision={precision}: fp16 mixed precision needs a GPU; on CPU use "
+            "trainer.precision=bf16-mixed (or 32)"
+        )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist: pass the path of a .ckpt file")
