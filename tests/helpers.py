@@ -29,6 +29,17 @@ TINY = [
 ]
 
 
+def confusion_matrix(
+    preds: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore: int
+) -> torch.Tensor:
+    """(num_classes, num_classes) pixel counts, rows = label, columns = prediction, over the
+    pixels whose label is not ``ignore``: the reference the dataset metrics are checked with."""
+    valid = masks != ignore
+    return torch.bincount(masks[valid] * num_classes + preds[valid], minlength=num_classes**2).view(
+        num_classes, num_classes
+    )
+
+
 def group_options(group: str) -> list[str]:
     """Names of the options of a config group, from the files in conf/<group>/."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

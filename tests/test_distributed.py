@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, confusion_matrix
 from upbench.runner import build_model
 
 pytestmark = pytest.mark.slow
@@ -59,10 +59,7 @@ def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
 def confusion_miou(preds: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore: int):
     """Dataset mIoU: one confusion matrix over all pixels, IoU = TP / (TP + FP + FN) for every
     class that occurs in the predictions or the labels, then the mean over those classes."""
-    valid = masks != ignore
-    confusion = torch.bincount(
-        masks[valid] * num_classes + preds[valid], minlength=num_classes**2
-    ).view(num_classes, num_classes)
+    confusion = confusion_matrix(preds, masks, num_classes, ignore)
     tp = confusion.diag().double()
     union = confusion.sum(0) + confusion.sum(1) - tp
     return (tp[union > 0] / union[union > 0]).mean().item()

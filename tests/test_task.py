@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tests.helpers import confusion_matrix
 from upbench.task import SegmentationTask
 
 NUM_CLASSES = 3
@@ -44,17 +45,15 @@ def task() -> SegmentationTask:
 def reference(task: SegmentationTask, loader: DataLoader) -> dict[str, float]:
     """Loss: mean over samples of the per-batch mean CE (each batch weighted by its size, as
     Lightning weights epoch means). mIoU / pixel accuracy: one confusion matrix over the split."""
-    losses, sizes, confusion = [], [], torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    losses, sizes, preds, masks = [], [], [], []
     with torch.no_grad():
         for batch in loader:
             logits = task.model(batch["image"])
             losses.append(F.cross_entropy(logits, batch["mask"], ignore_index=IGNORE))
             sizes.append(len(batch["mask"]))
-            valid = batch["mask"] != IGNORE
-            index = batch["mask"][valid] * NUM_CLASSES + logits.argmax(1)[valid]
-            confusion += torch.bincount(index, minlength=NUM_CLASSES**2).view(
-                NUM_CLASSES, NUM_CLASSES
-            )
+            preds.append(logits.argmax(1))
+            masks.append(batch["mask"])
+    confusion = confusion_matrix(torch.cat(preds), torch.cat(masks), NUM_CLASSES, IGNORE)
     tp = confusion.diag().double()
     union = confusion.sum(0) + confusion.sum(1) - tp
     weights = torch.tensor(sizes, dtype=torch.double)

@@ -98,9 +98,12 @@ class Stat:
 @dataclass
 class Row:
     key: tuple[str, ...]
-    status_counts: dict[str, int]
+    runs: list[dict[str, Any]]  # every record of the group, by seed
     cells: dict[tuple[str, str], Stat | None] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)  # every record, by seed
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        return {s: sum(r["status"] == s for r in self.runs) for s in STATUSES}
 
     @property
     def finished(self) -> list[dict[str, Any]]:
@@ -129,8 +132,7 @@ def build_rows(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> 
     rows = []
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (r["seed"], r["_path"]))
-        counts = {s: sum(r["status"] == s for r in group) for s in STATUSES}
-        row = Row(key, counts, runs=group)
+        row = Row(key, group)
         for source, _ in SOURCES:
             for metric in metrics:
                 values = [
