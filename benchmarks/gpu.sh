@@ -53,7 +53,5 @@ run harness_overhead '^Harness overhead' benchmarks/harness_overhead.py \
 # The synthetic data is generated and loaded on the CPU, so this one has no device.
 run data_throughput '^synthetic data' benchmarks/data_throughput.py "${QUICK_FLAG[@]}"
 run upsamplers '^Upsamplers' benchmarks/upsamplers.py --device "$DEVICE" "${QUICK_FLAG[@]}"
-if [ -f benchmarks/carafe_op.py ]; then
-    run carafe_op '.' benchmarks/carafe_op.py --device "$DEVICE" "${QUICK_FLAG[@]}"
-fi
+run carafe_op '.' benchmarks/carafe_op.py --device "$DEVICE" "${QUICK_FLAG[@]}"
 echo "gpu.sh: tables in $TABLES, logs in $LOGS" >&2
