@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import ROOT
-from upbench.report import build_table, main
+from upbench.report import build_table, main, summary_markdown
 from upbench.report.table import Stat
 from upbench.results import write_results
 
@@ -31,13 +31,13 @@ FINAL = {
 BEST_BONUS = 0.01  # the best-val checkpoint scores this much higher in the fabricated records
 
 
-def record(upsampler: str, seed: int, status: str, out: Path) -> dict:
+def record(upsampler: str, seed: int, status: str, out: Path, backbone: str = "resnet") -> dict:
     metrics = dict(FINAL.get((upsampler, seed), {})) if status == "finished" else {}
     extra = {"test/loss": 0.7, "test/IoU_curve": 0.1, "val/mIoU": 0.5} if metrics else {}
     return {
         "status": status,
         "error": None if status == "finished" else "RuntimeError: boom",
-        "choices": {**CHOICES, "upsampler": upsampler},
+        "choices": {**CHOICES, "backbone": backbone, "upsampler": upsampler},
         "seed": seed,
         "metrics": {**metrics, **extra},
         "best_metrics": {k: v + BEST_BONUS for k, v in metrics.items()},
@@ -53,11 +53,11 @@ def record(upsampler: str, seed: int, status: str, out: Path) -> dict:
     }
 
 
-def write_runs(root: Path, runs) -> Path:
+def write_runs(root: Path, runs, backbone: str = "resnet") -> Path:
     for i, (upsampler, seed, status) in enumerate(runs):
-        out = root / "multirun" / str(i)
+        out = root / "multirun" / backbone / str(i)
         out.mkdir(parents=True)
-        write_results(out, record(upsampler, seed, status, out))
+        write_results(out, record(upsampler, seed, status, out, backbone))
     return root
 
 
@@ -151,7 +151,7 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
         )
         == 0
     )
-    for name in ("results.md", "results.csv", "results.tex", "runs.csv"):
+    for name in ("results.md", "results.csv", "results.tex", "runs.csv", "summary.md"):
         assert (out / name).stat().st_size > 100, name
     with (out / "runs.csv").open() as f:
         runs_csv = list(csv.DictReader(f))
@@ -184,8 +184,51 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
     for name in ("accuracy_vs_params.png", "accuracy_vs_latency.png"):
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+    summary = (out / "summary.md").read_text()
+    assert "| upsampler params | fwd+bwd ms |" in summary
+    assert summary_lines(summary)[0][:3] == ["pixelshuffle", "2 finished", "63.0 ± 2.8"]
+    printed = capsys.readouterr().out
+    assert summary.splitlines()[2] in printed
     # No checkpoints in fabricated runs: the prediction grid is skipped with a note.
-    assert "no finished run with checkpoints" in capsys.readouterr().out
+    assert "no finished run with checkpoints" in printed
+
+
+def summary_lines(markdown: str) -> list[list[str]]:
+    """The cells of the summary's table rows (header and separator dropped)."""
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_summary_ranks_upsamplers_by_best_checkpoint_miou(runs):
+    lines = summary_lines(summary_markdown(build_table([runs])))
+    # Best-checkpoint mIoU: pixelshuffle (0.61, 0.65), bilinear (0.51, 0.55, 0.50); the groups
+    # without a finished run come last and say why.
+    assert lines == [
+        ["pixelshuffle", "2 finished", "63.0 ± 2.8"],
+        ["bilinear", "3 finished, 1 failed", "52.0 ± 2.6"],
+        ["nearest", "1 running", "running"],
+        ["transposed", "1 interrupted, 1 failed", "interrupted/failed"],
+    ]
+
+
+def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
+    root = tmp_path / "runs"
+    write_runs(
+        root,
+        [("bilinear", 0, "finished"), ("bilinear", 1, "finished"), ("pixelshuffle", 1, "failed")],
+        "resnet",
+    )
+    write_runs(root, [("bilinear", 2, "finished"), ("pixelshuffle", 0, "finished")], "mobilenet")
+    markdown = summary_markdown(build_table([root]))
+    assert markdown.startswith("| upsampler | mobilenet | resnet | mean mIoU (%) |")
+    bilinear_resnet = [FINAL["bilinear", s]["test/mIoU"] + BEST_BONUS for s in (0, 1)]
+    bilinear_mobilenet = FINAL["bilinear", 2]["test/mIoU"] + BEST_BONUS
+    mean = 100 * (statistics.fmean(bilinear_resnet) + bilinear_mobilenet) / 2
+    assert summary_lines(markdown) == [
+        ["bilinear", "50.0", "53.0 ± 2.8", f"{mean:.1f}"],
+        # No mean over the backbones when one of them has no number: it would rank unfairly.
+        ["pixelshuffle", "61.0", "failed", "-"],
+    ]
 
 
 def shifted_runs(root: Path, shift: float) -> Path:

@@ -5,6 +5,7 @@
 
 from upbench.report.cli import main, profile_upsamplers
 from upbench.report.plots import prediction_grids, scatter_plots
+from upbench.report.summary import summary_markdown, write_summary
 from upbench.report.table import (
     ReportTable,
     Stat,
@@ -24,5 +25,7 @@ __all__ = [
     "profile_upsamplers",
     "read_csv_cells",
     "scatter_plots",
+    "summary_markdown",
     "table_cells",
+    "write_summary",
 ]

@@ -5,9 +5,9 @@ Build::
     python -m upbench.report logs/train/multirun/2024-05-01_10-00-00-000000 [MORE_DIRS] \
         [--out DIR] [--profile-shape N C H W --scale S] [--no-profile] [--num-images K]
 
-writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``accuracy_vs_params.png``,
-``accuracy_vs_latency.png`` and ``predictions_<data>.png`` to ``--out`` (default: the first run
-directory).
+writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``summary.md`` (one line per
+upsampler; also printed), ``accuracy_vs_params.png``, ``accuracy_vs_latency.png`` and
+``predictions_<data>.png`` to ``--out`` (default: the first run directory).
 
 Check (reruns nothing)::
 
@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from upbench.profile import DEFAULT_SCALE, DEFAULT_SHAPE, profile_upsampler
+from upbench.report.summary import summary_markdown, write_summary
 from upbench.report.table import (
     ReportTable,
     build_table,
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = build_table(args.run_dirs, profiles)
     table.notes += notes  # e.g. "profile of maxunpool skipped: ..." belongs in the caption
     out = args.out or args.run_dirs[0]
-    written = table.write(out)
+    written = [*table.write(out), write_summary(table, out)]
     plot_notes: list[str] = []
     if not args.no_plots:
         from upbench.report.plots import prediction_grids, scatter_plots
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written += files
             plot_notes += messages
     console = Console(soft_wrap=True)
-    console.print(table.to_markdown(), markup=False)
+    console.print(summary_markdown(table), markup=False)
     for note in table.notes + plot_notes:
         console.print(f"note: {note}", markup=False)
     for path in written:
