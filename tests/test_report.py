@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import ROOT
-from upbench.report import build_table, main, summary_markdown
+from upbench.report import build_table, main, scatter_plots, summary_markdown
 from upbench.report.table import Stat
 from upbench.results import write_results
 
@@ -219,7 +219,8 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
         "resnet",
     )
     write_runs(root, [("bilinear", 2, "finished"), ("pixelshuffle", 0, "finished")], "mobilenet")
-    markdown = summary_markdown(build_table([root]))
+    table = build_table([root])
+    markdown = summary_markdown(table)
     assert markdown.startswith("| upsampler | mobilenet | resnet | mean mIoU (%) |")
     bilinear_resnet = [FINAL["bilinear", s]["test/mIoU"] + BEST_BONUS for s in (0, 1)]
     bilinear_mobilenet = FINAL["bilinear", 2]["test/mIoU"] + BEST_BONUS
@@ -229,6 +230,10 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
         # No mean over the backbones when one of them has no number: it would rank unfairly.
         ["pixelshuffle", "61.0", "failed", "-"],
     ]
+    # The scatter plot colours the same second group (one legend entry per backbone).
+    (png,), notes = scatter_plots(table, tmp_path)
+    assert png.read_bytes().startswith(b"\x89PNG") and png.name == "accuracy_vs_params.png"
+    assert notes == ["accuracy_vs_latency.png skipped: no profile (--no-profile)"]
 
 
 def shifted_runs(root: Path, shift: float) -> Path:

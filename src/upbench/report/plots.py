@@ -16,22 +16,24 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from upbench.report.table import GROUP_KEYS, ReportTable, Row  # noqa: E402
+from upbench.report.table import ReportTable, Row, varying_groups  # noqa: E402
 from upbench.runner import build_model  # noqa: E402
 from upbench.task import SegmentationTask  # noqa: E402
 
 ACCURACY = "test/mIoU"
 
 
+def _series(row: Row, rows: Sequence[Row]) -> str | None:
+    """What besides the upsampler varies across the rows, as this row's value (e.g. its
+    backbone), or None when only the upsampler varies."""
+    varying = varying_groups(rows)
+    return " / ".join(row.choices[group] for group in varying) if varying else None
+
+
 def _label(row: Row, rows: Sequence[Row]) -> str:
     """The upsampler's name, qualified by whatever else varies across the rows."""
-    varying = [
-        group
-        for i, group in enumerate(GROUP_KEYS)
-        if group != "upsampler" and len({r.key[i] for r in rows}) > 1
-    ]
-    parts = [row.choices["upsampler"]] + [row.choices[group] for group in varying]
-    return " / ".join(parts)
+    series = _series(row, rows)
+    return row.choices["upsampler"] + (f" / {series}" if series else "")
 
 
 def _accuracy(row: Row) -> tuple[float, float, str] | None:
@@ -72,17 +74,26 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
         )
     else:
         notes.append("accuracy_vs_latency.png skipped: no profile (--no-profile)")
+    # With a second varying group (e.g. backbones), one colour per value of it, named in a
+    # legend, and points labelled by upsampler only, so 30 points stay readable.
+    series = sorted({s for row, _ in points if (s := _series(row, table.rows)) is not None})
+    colours = {name: f"C{i % 10}" for i, name in enumerate(series)}
     for filename, xlabel, x_of in axes_specs:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        sources = set()
+        fig, ax = plt.subplots(figsize=(7, 5) if series else (6, 4.5))
+        sources, legend = set(), {}
         for row, (mean, std, source) in points:
             x = x_of(row)
             if x is None:
                 continue
             sources.add(source)
-            ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=4)
+            name = _series(row, table.rows)
+            bar = ax.errorbar(
+                x, 100 * mean, yerr=100 * std, fmt="o", capsize=4, color=colours.get(name)
+            )
+            if name is not None:
+                legend.setdefault(name, bar)
             ax.annotate(
-                _label(row, table.rows),
+                row.choices["upsampler"],
                 (x, 100 * mean),
                 textcoords="offset points",
                 xytext=(5, 5),
@@ -90,6 +101,8 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"test mIoU (%) [{', '.join(sorted(sources))}], mean ± std over seeds")
+        if legend:
+            ax.legend(legend.values(), legend.keys(), title="/".join(varying_groups(table.rows)))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out_dir / filename

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from upbench.profile import format_count, format_ms
-from upbench.report.table import GROUP_KEYS, ReportTable, Row, Stat, percent_metrics
+from upbench.report.table import (
+    GROUP_KEYS,
+    ReportTable,
+    Row,
+    Stat,
+    percent_metrics,
+    varying_groups,
+)
 
 SOURCE = "best_metrics"
 HEADLINE = "test/mIoU"
@@ -53,11 +60,7 @@ def _headline_mean(row: Row) -> float:
 def summary_markdown(table: ReportTable) -> str:
     """The summary of ``table`` as Markdown (see the module docstring)."""
     percent = percent_metrics(table.rows, table.metrics)
-    varying = [
-        key
-        for key in GROUP_KEYS
-        if key != "upsampler" and len({row.choices[key] for row in table.rows}) > 1
-    ]
+    varying = varying_groups(table.rows)
     if varying:
         return _pivot(table, varying, HEADLINE in percent)
     metrics = [m for m in COMPARED_METRICS if m in table.metrics]

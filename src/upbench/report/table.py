@@ -95,6 +95,15 @@ class Stat:
         return cls(statistics.fmean(values), std, len(values))
 
 
+def varying_groups(rows: Sequence[Row]) -> list[str]:
+    """The groups other than the upsampler that take more than one value across ``rows``."""
+    return [
+        key
+        for key in GROUP_KEYS
+        if key != "upsampler" and len({row.choices[key] for row in rows}) > 1
+    ]
+
+
 @dataclass
 class Row:
     key: tuple[str, ...]
