@@ -9,7 +9,7 @@ TABLE ?= upsamplers_resnet
 # are skipped). Delete it, or pass SWEEP_DIR=..., for a fresh sweep.
 SWEEP_DIR ?= logs/$(TABLE)/sweep
 
-.PHONY: install train test test-fast lint table bench
+.PHONY: install train test test-fast test-gpu lint table bench
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# On a CUDA machine: every upsampler under trainer=gpu_fast and fp16 (skipped without a GPU).
+test-gpu: install
+	$(PY) -m pytest -m gpu $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
