@@ -11,12 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT
-from upbench.report import build_table, main, scatter_plots, summary_markdown
+from tests.helpers import ROOT, TINY, compose_config
+from upbench.instantiate import instantiate
+from upbench.report import build_table, main, prediction_grids, scatter_plots, summary_markdown
 from upbench.report.table import Stat
 from upbench.results import write_results
+from upbench.runner import build_model
+from upbench.task import SegmentationTask
 
 UPSAMPLER_CONF = ROOT / "conf" / "upsampler"
 CHOICES = {"backbone": "resnet", "decoder": "unet", "data": "synthetic"}
@@ -234,6 +238,29 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
     (png,), notes = scatter_plots(table, tmp_path)
     assert png.read_bytes().startswith(b"\x89PNG") and png.name == "accuracy_vs_params.png"
     assert notes == ["accuracy_vs_latency.png skipped: no profile (--no-profile)"]
+
+
+def test_prediction_grids_make_one_figure_per_backbone(tmp_path):
+    """Runs on two backbones give one grid each (not one grid of every column), every method's
+    prediction loaded from its run's checkpoint through its recorded config."""
+    for i, backbone in enumerate(("resnet", "mobilenet")):
+        out = tmp_path / "runs" / str(i)
+        cfg = compose_config(out, [*TINY, f"backbone={backbone}", "upsampler=bilinear"])
+        datamodule = instantiate(cfg.data)
+        num_classes = datamodule.num_classes
+        task = SegmentationTask(build_model(cfg, num_classes), num_classes, optimizer=None)
+        (out / "checkpoints").mkdir(parents=True)
+        torch.save({"state_dict": task.state_dict()}, out / "checkpoints" / "best.ckpt")
+        run = record("bilinear", 0, "finished", out, backbone)
+        run["config"] = OmegaConf.to_container(cfg, resolve=True)
+        write_results(out, run)
+    written, notes = prediction_grids(build_table([tmp_path / "runs"]), tmp_path, count=2)
+    assert notes == []
+    assert sorted(path.name for path in written) == [
+        "predictions_synthetic_mobilenet.png",
+        "predictions_synthetic_resnet.png",
+    ]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in written)
 
 
 def shifted_runs(root: Path, shift: float) -> Path:

@@ -7,7 +7,8 @@ Build::
 
 writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``summary.md`` (one line per
 upsampler; also printed), ``accuracy_vs_params.png``, ``accuracy_vs_latency.png`` and
-``predictions_<data>.png`` to ``--out`` (default: the first run directory).
+``predictions_<data>.png`` (``predictions_<data>_<backbone>.png`` when the backbone varies too) to
+``--out`` (default: the first run directory).
 
 Check (reruns nothing)::
 

@@ -159,10 +159,12 @@ def prediction_grids(
 ) -> tuple[list[Path], list[str]]:
     """predictions_<data>.png per dataset: rows are the first ``count`` test images of the first
     loadable run's data module; columns image, ground truth, then each method's prediction from
-    its first finished run's best-validation checkpoint (last.ckpt when there is no best)."""
+    its first finished run's best-validation checkpoint (last.ckpt when there is no best).
+    When another group varies too (e.g. the backbone), one figure per value of it,
+    predictions_<data>_<value>.png, so that none grows to dozens of columns."""
     out_dir = Path(out_dir)
     written, notes = [], []
-    by_data: dict[str, list[tuple[Row, Mapping[str, Any], Path]]] = {}
+    by_figure: dict[str, list[tuple[Row, Mapping[str, Any], Path]]] = {}
     for row in table.rows:
         found = next(((r, c) for r in row.finished if (c := _checkpoint(r)) is not None), None)
         if found is None:
@@ -171,8 +173,10 @@ def prediction_grids(
                 "checkpoints/{best,last}.ckpt"
             )
             continue
-        by_data.setdefault(row.choices["data"], []).append((row, *found))
-    for data, entries in by_data.items():
+        others = [g for g in varying_groups(table.rows) if g != "data"]
+        name = "_".join(row.choices[group] for group in ("data", *others))
+        by_figure.setdefault(name, []).append((row, *found))
+    for name, entries in by_figure.items():
         datamodule = hydra.utils.instantiate(entries[0][1]["config"]["data"])
         batch = first_test_batch(datamodule, count)
         columns: list[tuple[str, Tensor]] = []
@@ -199,7 +203,7 @@ def prediction_grids(
                 if i == 0:
                     ax.set_title(title, fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"predictions_{data}.png"
+        path = out_dir / f"predictions_{name}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
