@@ -190,7 +190,7 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
     summary = (out / "summary.md").read_text()
     assert "| upsampler params | fwd+bwd ms |" in summary
-    assert summary_lines(summary)[0][:3] == ["pixelshuffle", "2 finished", "63.0 ± 2.8"]
+    assert summary_lines(summary)[0][:3] == ["pixelshuffle", "2 finished", "63.0 ± 2.8 (n=2)"]
     printed = capsys.readouterr().out
     assert summary.splitlines()[2] in printed
     # No checkpoints in fabricated runs: the prediction grid is skipped with a note.
@@ -205,10 +205,11 @@ def summary_lines(markdown: str) -> list[list[str]]:
 
 def test_summary_ranks_upsamplers_by_best_checkpoint_miou(runs):
     lines = summary_lines(summary_markdown(build_table([runs])))
-    # Best-checkpoint mIoU: pixelshuffle (0.61, 0.65), bilinear (0.51, 0.55, 0.50); the groups
-    # without a finished run come last and say why.
+    # Best-checkpoint mIoU: pixelshuffle (0.61, 0.65), bilinear (0.51, 0.55, 0.50); n is shown
+    # where fewer seeds finished than in the fullest row; the groups without a finished run come
+    # last and say why.
     assert lines == [
-        ["pixelshuffle", "2 finished", "63.0 ± 2.8"],
+        ["pixelshuffle", "2 finished", "63.0 ± 2.8 (n=2)"],
         ["bilinear", "3 finished, 1 failed", "52.0 ± 2.6"],
         ["nearest", "1 running", "running"],
         ["transposed", "1 interrupted, 1 failed", "interrupted/failed"],
@@ -230,9 +231,9 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
     bilinear_mobilenet = FINAL["bilinear", 2]["test/mIoU"] + BEST_BONUS
     mean = 100 * (statistics.fmean(bilinear_resnet) + bilinear_mobilenet) / 2
     assert summary_lines(markdown) == [
-        ["bilinear", "50.0", "53.0 ± 2.8", f"{mean:.1f}"],
+        ["bilinear", "50.0 (n=1)", "53.0 ± 2.8", f"{mean:.1f}"],
         # No mean over the backbones when one of them has no number: it would rank unfairly.
-        ["pixelshuffle", "61.0", "failed", "-"],
+        ["pixelshuffle", "61.0 (n=1)", "failed", "-"],
     ]
     # The scatter plot colours the same second group (one legend entry per backbone).
     (png,), notes = scatter_plots(table, tmp_path)

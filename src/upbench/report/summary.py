@@ -34,12 +34,19 @@ PROFILE_COLUMNS = (
 SUMMARY_FILE = "summary.md"
 
 
-def _short(stat: Stat | None, row: Row, percent: bool) -> str:
+def _short(stat: Stat | None, row: Row, percent: bool, full_n: int) -> str:
+    """mean ± std, with n only where fewer seeds finished than in the table's fullest cell."""
     if stat is None:
         return row.placeholder()
     factor, digits = (100.0, 1) if percent else (1.0, 2)
     text = f"{stat.mean * factor:.{digits}f}"
-    return text if stat.std is None else f"{text} ± {stat.std * factor:.{digits}f}"
+    if stat.std is not None:
+        text += f" ± {stat.std * factor:.{digits}f}"
+    return text if stat.n == full_n else f"{text} (n={stat.n})"
+
+
+def _full_n(table: ReportTable) -> int:
+    return max((len(row.finished) for row in table.rows), default=0)
 
 
 def _label(metric: str, percent: bool) -> str:
@@ -70,7 +77,7 @@ def summary_markdown(table: ReportTable) -> str:
     lines = []
     for row in sorted(table.rows, key=_headline_mean, reverse=True):
         cells = [row.choices["upsampler"], row.status_text()]
-        cells += [_short(row.cells[SOURCE, m], row, m in percent) for m in metrics]
+        cells += [_short(row.cells[SOURCE, m], row, m in percent, _full_n(table)) for m in metrics]
         if table.profiles:
             profile = table.profiles.get(row.choices["upsampler"]) or {}
             cells += [fmt(profile.get(name)) for name, _, fmt in PROFILE_COLUMNS]
@@ -108,7 +115,9 @@ def _pivot(table: ReportTable, varying: Sequence[str], percent: bool) -> str:
     for upsampler, rows in ranked:
         cells = [upsampler]
         cells += [
-            _short(rows[c].cells[SOURCE, HEADLINE], rows[c], percent) if c in rows else "-"
+            _short(rows[c].cells[SOURCE, HEADLINE], rows[c], percent, _full_n(table))
+            if c in rows
+            else "-"
             for c in columns
         ]
         mean = mean_over_columns(rows)
