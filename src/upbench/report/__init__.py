@@ -5,7 +5,7 @@
 
 from upbench.report.cli import main, profile_upsamplers
 from upbench.report.plots import prediction_grids, scatter_plots
-from upbench.report.summary import summary_markdown, write_summary
+from upbench.report.summary import summary_markdown
 from upbench.report.table import (
     ReportTable,
     Stat,
@@ -27,5 +27,4 @@ __all__ = [
     "scatter_plots",
     "summary_markdown",
     "table_cells",
-    "write_summary",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from upbench.profile import DEFAULT_SCALE, DEFAULT_SHAPE, profile_upsampler
-from upbench.report.summary import summary_markdown, write_summary
+from upbench.report.summary import SUMMARY_FILE, summary_markdown
 from upbench.report.table import (
     ReportTable,
     build_table,
@@ -125,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = build_table(args.run_dirs, profiles)
     table.notes += notes  # e.g. "profile of maxunpool skipped: ..." belongs in the caption
     out = args.out or args.run_dirs[0]
-    written = [*table.write(out), write_summary(table, out)]
+    summary = summary_markdown(table)
+    summary_path = Path(out) / SUMMARY_FILE
+    written = table.write(out)  # creates the directory
+    summary_path.write_text(summary)
+    written.append(summary_path)
     plot_notes: list[str] = []
     if not args.no_plots:
         from upbench.report.plots import prediction_grids, scatter_plots
@@ -137,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written += files
             plot_notes += messages
     console = Console(soft_wrap=True)
-    console.print(summary_markdown(table), markup=False)
+    console.print(summary, markup=False)
     for note in table.notes + plot_notes:
         console.print(f"note: {note}", markup=False)
     for path in written:

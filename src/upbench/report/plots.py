@@ -23,16 +23,15 @@ from upbench.task import SegmentationTask  # noqa: E402
 ACCURACY = "test/mIoU"
 
 
-def _series(row: Row, rows: Sequence[Row]) -> str | None:
-    """What besides the upsampler varies across the rows, as this row's value (e.g. its
-    backbone), or None when only the upsampler varies."""
-    varying = varying_groups(rows)
+def _series(row: Row, varying: Sequence[str]) -> str | None:
+    """This row's values of the ``varying`` groups (those besides the upsampler that vary across
+    the table, e.g. its backbone), or None when only the upsampler varies."""
     return " / ".join(row.choices[group] for group in varying) if varying else None
 
 
-def _label(row: Row, rows: Sequence[Row]) -> str:
-    """The upsampler's name, qualified by whatever else varies across the rows."""
-    series = _series(row, rows)
+def _label(row: Row, varying: Sequence[str]) -> str:
+    """The upsampler's name, qualified by whatever else varies across the table."""
+    series = _series(row, varying)
     return row.choices["upsampler"] + (f" / {series}" if series else "")
 
 
@@ -76,7 +75,8 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
         notes.append("accuracy_vs_latency.png skipped: no profile (--no-profile)")
     # With a second varying group (e.g. backbones), one colour per value of it, named in a
     # legend, and points labelled by upsampler only, so 30 points stay readable.
-    series = sorted({s for row, _ in points if (s := _series(row, table.rows)) is not None})
+    varying = varying_groups(table.rows)
+    series = sorted({s for row, _ in points if (s := _series(row, varying)) is not None})
     colours = {name: f"C{i % 10}" for i, name in enumerate(series)}
     for filename, xlabel, x_of in axes_specs:
         fig, ax = plt.subplots(figsize=(7, 5) if series else (6, 4.5))
@@ -86,7 +86,7 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
             if x is None:
                 continue
             sources.add(source)
-            name = _series(row, table.rows)
+            name = _series(row, varying)
             bar = ax.errorbar(
                 x, 100 * mean, yerr=100 * std, fmt="o", capsize=4, color=colours.get(name)
             )
@@ -102,7 +102,7 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"test mIoU (%) [{', '.join(sorted(sources))}], mean ± std over seeds")
         if legend:
-            ax.legend(legend.values(), legend.keys(), title="/".join(varying_groups(table.rows)))
+            ax.legend(legend.values(), legend.keys(), title="/".join(varying))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out_dir / filename
@@ -164,6 +164,8 @@ def prediction_grids(
     predictions_<data>_<value>.png, so that none grows to dozens of columns."""
     out_dir = Path(out_dir)
     written, notes = [], []
+    varying = varying_groups(table.rows)
+    others = [group for group in varying if group != "data"]
     by_figure: dict[str, list[tuple[Row, Mapping[str, Any], Path]]] = {}
     for row in table.rows:
         found = next(((r, c) for r in row.finished if (c := _checkpoint(r)) is not None), None)
@@ -173,7 +175,6 @@ def prediction_grids(
                 "checkpoints/{best,last}.ckpt"
             )
             continue
-        others = [g for g in varying_groups(table.rows) if g != "data"]
         name = "_".join(row.choices[group] for group in ("data", *others))
         by_figure.setdefault(name, []).append((row, *found))
     for name, entries in by_figure.items():
@@ -184,9 +185,7 @@ def prediction_grids(
             task = load_task(record, datamodule, checkpoint)
             with torch.no_grad():
                 preds = task(batch["image"]).argmax(dim=1)
-            columns.append(
-                (f"{_label(row, table.rows)}\n({checkpoint.stem})", task.colorize(preds))
-            )
+            columns.append((f"{_label(row, varying)}\n({checkpoint.stem})", task.colorize(preds)))
         truth = task.colorize(batch["mask"])
         n = len(batch["image"])
         fig, axes = plt.subplots(

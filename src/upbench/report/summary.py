@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 
 from upbench.profile import format_count, format_ms
 from upbench.report.table import (
@@ -20,6 +19,8 @@ from upbench.report.table import (
     ReportTable,
     Row,
     Stat,
+    format_cell,
+    metric_label,
     percent_metrics,
     varying_groups,
 )
@@ -32,25 +33,17 @@ PROFILE_COLUMNS = (
     ("latency_fwd_bwd_ms", "fwd+bwd ms", format_ms),
 )
 SUMMARY_FILE = "summary.md"
+SHORT_DIGITS = (1, 2)  # decimals of percent and other metrics
 
 
 def _short(stat: Stat | None, row: Row, percent: bool, full_n: int) -> str:
     """mean ± std, with n only where fewer seeds finished than in the table's fullest cell."""
-    if stat is None:
-        return row.placeholder()
-    factor, digits = (100.0, 1) if percent else (1.0, 2)
-    text = f"{stat.mean * factor:.{digits}f}"
-    if stat.std is not None:
-        text += f" ± {stat.std * factor:.{digits}f}"
-    return text if stat.n == full_n else f"{text} (n={stat.n})"
+    show_n = stat is not None and stat.n != full_n
+    return format_cell(stat, row, percent, digits=SHORT_DIGITS, show_n=show_n)
 
 
 def _full_n(table: ReportTable) -> int:
     return max((len(row.finished) for row in table.rows), default=0)
-
-
-def _label(metric: str, percent: bool) -> str:
-    return metric.removeprefix("test/") + (" (%)" if percent else "")
 
 
 def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]], caption: str) -> str:
@@ -71,22 +64,23 @@ def summary_markdown(table: ReportTable) -> str:
     if varying:
         return _pivot(table, varying, HEADLINE in percent)
     metrics = [m for m in COMPARED_METRICS if m in table.metrics]
-    header = ["upsampler", "runs", *(_label(m, m in percent) for m in metrics)]
+    header = ["upsampler", "runs", *(metric_label(m, m in percent) for m in metrics)]
     if table.profiles:
         header += [label for _, label, _ in PROFILE_COLUMNS]
+    full_n = _full_n(table)
     lines = []
     for row in sorted(table.rows, key=_headline_mean, reverse=True):
         cells = [row.choices["upsampler"], row.status_text()]
-        cells += [_short(row.cells[SOURCE, m], row, m in percent, _full_n(table)) for m in metrics]
+        cells += [_short(row.cells[SOURCE, m], row, m in percent, full_n) for m in metrics]
         if table.profiles:
             profile = table.profiles.get(row.choices["upsampler"]) or {}
             cells += [fmt(profile.get(name)) for name, _, fmt in PROFILE_COLUMNS]
         lines.append(cells)
     fixed = ", ".join(f"{k} {table.rows[0].choices[k]}" for k in GROUP_KEYS if k != "upsampler")
     caption = (
-        f"Test metrics of the best-validation checkpoint, mean ± sample std over the finished "
-        f"seeds ({fixed}); best {_label(HEADLINE, False)} first. Every metric, the final weights "
-        "and how the upsampler cost was measured: results.md."
+        "Test metrics of the best-validation checkpoint, mean ± sample std over the finished "
+        f"seeds ({fixed}); best {metric_label(HEADLINE, False)} first. Every metric, the final "
+        "weights and how the upsampler cost was measured: results.md."
     )
     return _markdown(header, lines, caption)
 
@@ -107,32 +101,24 @@ def _pivot(table: ReportTable, varying: Sequence[str], percent: bool) -> str:
         return statistics.fmean(stat.mean for stat in stats)
 
     factor = 100.0 if percent else 1.0
-    ranked = sorted(
-        by_upsampler.items(),
-        key=lambda item: -(mean_over_columns(item[1]) or float("-inf")),
-    )
+    decimals = SHORT_DIGITS[0] if percent else SHORT_DIGITS[1]
+    full_n = _full_n(table)
+    means = {upsampler: mean_over_columns(rows) for upsampler, rows in by_upsampler.items()}
+    ranked = sorted(by_upsampler, key=lambda upsampler: -(means[upsampler] or float("-inf")))
     lines = []
-    for upsampler, rows in ranked:
+    for upsampler in ranked:
+        rows, mean = by_upsampler[upsampler], means[upsampler]
         cells = [upsampler]
         cells += [
-            _short(rows[c].cells[SOURCE, HEADLINE], rows[c], percent, _full_n(table))
-            if c in rows
-            else "-"
+            _short(rows[c].cells[SOURCE, HEADLINE], rows[c], percent, full_n) if c in rows else "-"
             for c in columns
         ]
-        mean = mean_over_columns(rows)
-        cells.append("-" if mean is None else f"{mean * factor:.{1 if percent else 2}f}")
+        cells.append("-" if mean is None else f"{mean * factor:.{decimals}f}")
         lines.append(cells)
-    label = _label(HEADLINE, percent)
+    label = metric_label(HEADLINE, percent)
     caption = (
         f"Test {label} of the best-validation checkpoint, mean ± sample std over the finished "
         f"seeds, by {'/'.join(varying)}; the last column is the mean over the {'/'.join(varying)} "
         "columns (shown only when every one has a number). Every metric: results.md."
     )
     return _markdown(["upsampler", *columns, f"mean {label}"], lines, caption)
-
-
-def write_summary(table: ReportTable, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / SUMMARY_FILE
-    path.write_text(summary_markdown(table))
-    return path

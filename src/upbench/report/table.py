@@ -170,21 +170,34 @@ def percent_metrics(rows: Sequence[Row], metrics: Sequence[str]) -> set[str]:
     return out
 
 
+def metric_label(metric: str, percent: bool) -> str:
+    return f"{metric.removeprefix('test/')}{' (%)' if percent else ''}"
+
+
 def column_label(source_label: str, metric: str, percent: bool) -> str:
-    return f"{metric.removeprefix('test/')}{' (%)' if percent else ''} [{source_label}]"
+    return f"{metric_label(metric, percent)} [{source_label}]"
 
 
-def format_cell(stat: Stat | None, row: Row, percent: bool, latex: bool = False) -> str:
+def format_cell(
+    stat: Stat | None,
+    row: Row,
+    percent: bool,
+    latex: bool = False,
+    digits: tuple[int, int] = (2, 4),
+    show_n: bool = True,
+) -> str:
+    """``mean ± std (n=k)``, or the row's status when there are no numbers; ``digits`` are the
+    decimals of (percent, other) metrics."""
     if stat is None:
         return row.placeholder()
     factor = 100.0 if percent else 1.0
-    digits = 2 if percent else 4
+    decimals = digits[0] if percent else digits[1]
     pm = r" \pm " if latex else " ± "
-    text = f"{stat.mean * factor:.{digits}f}"
+    text = f"{stat.mean * factor:.{decimals}f}"
     if stat.std is not None:
-        text += f"{pm}{stat.std * factor:.{digits}f}"
+        text += f"{pm}{stat.std * factor:.{decimals}f}"
     text = f"${text}$" if latex else text
-    return f"{text} (n={stat.n})"
+    return f"{text} (n={stat.n})" if show_n else text
 
 
 @dataclass
