@@ -54,6 +54,38 @@ def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
     )
 
 
+def build_task(cfg: DictConfig, datamodule) -> SegmentationTask:
+    """The LightningModule of ``cfg``: its network, loss, optimiser and schedule."""
+    return SegmentationTask(
+        build_model(cfg, datamodule.num_classes),
+        num_classes=datamodule.num_classes,
+        ignore_index=datamodule.ignore_index,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        loss=instantiate(
+            cfg.loss, num_classes=datamodule.num_classes, ignore_index=datamodule.ignore_index
+        ),
+        class_names=datamodule.class_names,
+        palette=datamodule.palette,
+        channels_last=cfg.trainer.get("channels_last", False),
+        compile=cfg.trainer.get("compile", False),
+    )
+
+
+def seeded_setup(cfg: DictConfig):
+    """Seed, then build the data module and the task, in the order that pairs runs by seed.
+
+    The backbone is the first module built after seeding, so at the same ``seed`` it starts
+    from the same weights whatever the upsampler (whose parameters are drawn after it); the data
+    depend only on ``data.seed`` and the training order only on ``seed`` (see
+    :class:`~upbench.data.base.SegmentationDataModule`). Differences between upsamplers at one
+    seed are therefore paired: tested in ``tests/test_pairing.py``.
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    return datamodule, build_task(cfg, datamodule)
+
+
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -184,25 +216,12 @@ def train(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("num_threads"):
             torch.set_num_threads(cfg.num_threads)
-        pl.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
-        model = build_model(cfg, datamodule.num_classes)
-        validate_setup(cfg, datamodule, model)
+        datamodule, task = seeded_setup(cfg)
+        validate_setup(cfg, datamodule, task.model)
         record["params"] = {
-            "total": sum(p.numel() for p in model.parameters()),
-            "upsampler": sum(p.numel() for p in model.decoder.upsamplers().parameters()),
+            "total": sum(p.numel() for p in task.model.parameters()),
+            "upsampler": sum(p.numel() for p in task.model.decoder.upsamplers().parameters()),
         }
-        task = SegmentationTask(
-            model,
-            num_classes=datamodule.num_classes,
-            ignore_index=datamodule.ignore_index,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            class_names=datamodule.class_names,
-            palette=datamodule.palette,
-            channels_last=cfg.trainer.get("channels_last", False),
-            compile=cfg.trainer.get("compile", False),
-        )
         tags = [f"{group}:{name}" for group, name in choices.items()] + [f"seed:{cfg.seed}"]
         tags += list(cfg.get("tags") or [])
         loggers = _instantiate_loggers(cfg, tags)
