@@ -190,7 +190,12 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
     summary = (out / "summary.md").read_text()
     assert "| upsampler params | fwd+bwd ms |" in summary
-    assert summary_lines(summary)[0][:3] == ["pixelshuffle", "2 finished", "63.0 ± 2.8 (n=2)"]
+    assert summary_lines(summary)[0][:4] == [
+        "pixelshuffle",
+        "2 finished",
+        "-",  # fabricated runs have no CSV log, so no learning curve to judge convergence by
+        "**63.0 ± 25.4 (n=2)**",
+    ]
     printed = capsys.readouterr().out
     assert summary.splitlines()[2] in printed
     # No checkpoints in fabricated runs: the prediction grid is skipped with a note.
@@ -205,14 +210,17 @@ def summary_lines(markdown: str) -> list[list[str]]:
 
 def test_summary_ranks_upsamplers_by_best_checkpoint_miou(runs):
     lines = summary_lines(summary_markdown(build_table([runs])))
-    # Best-checkpoint mIoU: pixelshuffle (0.61, 0.65), bilinear (0.51, 0.55, 0.50); n is shown
-    # where fewer seeds finished than in the fullest row; the groups without a finished run come
-    # last and say why.
+    # Best-checkpoint mIoU: pixelshuffle (0.61, 0.65), bilinear (0.51, 0.55, 0.50), shown as
+    # mean ± 95 % CI half-width t(0.975, n-1) * std / sqrt(n): 12.706 * 2.828 / sqrt(2) = 25.4
+    # and 4.303 * 2.646 / sqrt(3) = 6.6. n is shown where fewer seeds finished than in the
+    # fullest row; the groups without a finished run come last and say why. Bilinear trails the
+    # best by exactly 10 points on both shared seeds, a certain difference, so only the best is
+    # bold.
     assert lines == [
-        ["pixelshuffle", "2 finished", "63.0 ± 2.8 (n=2)"],
-        ["bilinear", "3 finished, 1 failed", "52.0 ± 2.6"],
-        ["nearest", "1 running", "running"],
-        ["transposed", "1 interrupted, 1 failed", "interrupted/failed"],
+        ["pixelshuffle", "2 finished", "-", "**63.0 ± 25.4 (n=2)**"],
+        ["bilinear", "3 finished, 1 failed", "-", "52.0 ± 6.6"],
+        ["nearest", "1 running", "-", "running"],
+        ["transposed", "1 interrupted, 1 failed", "-", "interrupted/failed"],
     ]
 
 
@@ -230,10 +238,12 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
     bilinear_resnet = [FINAL["bilinear", s]["test/mIoU"] + BEST_BONUS for s in (0, 1)]
     bilinear_mobilenet = FINAL["bilinear", 2]["test/mIoU"] + BEST_BONUS
     mean = 100 * (statistics.fmean(bilinear_resnet) + bilinear_mobilenet) / 2
+    # Bold marks each column's best; bilinear and pixelshuffle share no seed on mobilenet, so
+    # no test can tie bilinear with the best there.
     assert summary_lines(markdown) == [
-        ["bilinear", "50.0 (n=1)", "53.0 ± 2.8", f"{mean:.1f}"],
+        ["bilinear", "50.0 (n=1)", "**53.0 ± 25.4**", f"{mean:.1f}"],
         # No mean over the backbones when one of them has no number: it would rank unfairly.
-        ["pixelshuffle", "61.0 (n=1)", "failed", "-"],
+        ["pixelshuffle", "**61.0 (n=1)**", "failed", "-"],
     ]
     # The scatter plot colours the same second group (one legend entry per backbone).
     (png,), notes = scatter_plots(table, tmp_path)
@@ -326,7 +336,7 @@ def test_real_multirun_table_matches_the_runs_own_records(tmp_path):
             "data.image_size=32",
             "data.batch_size=8",
             "backbone.width=8",
-            "trainer.max_epochs=1",
+            "trainer.max_epochs=2",
             "logger=csv",
             f"hydra.sweep.dir={sweep}",
         ],
@@ -370,3 +380,29 @@ def test_real_multirun_table_matches_the_runs_own_records(tmp_path):
             assert row[f"{source}:test/mIoU:n"] == "2"
     grid = out / "predictions_synthetic.png"
     assert grid.read_bytes().startswith(b"\x89PNG") and grid.stat().st_size > 5000
+    for name in ("learning_curves.png", "comparisons.csv"):
+        assert (out / name).stat().st_size > 100, name
+    # Comparisons: paired by seed, A - B, from the runs' own best-checkpoint numbers.
+    with (out / "comparisons.csv").open(newline="") as f:
+        comparisons = list(csv.DictReader(f))
+    assert {c["metric"] for c in comparisons} >= {"test/mIoU", "test/bIoU", "test/thin_recall"}
+    miou = next(c for c in comparisons if c["metric"] == "test/mIoU")
+    by_seed = {
+        (r["choices"]["upsampler"], r["seed"]): r["best_metrics"]["test/mIoU"] for r in records
+    }
+    diffs = [by_seed[miou["method_a"], s] - by_seed[miou["method_b"], s] for s in (0, 1)]
+    assert miou["n_pairs"] == "2"
+    assert float(miou["mean_diff"]) == pytest.approx(statistics.fmean(diffs))
+    assert float(miou["ci_low"]) <= float(miou["mean_diff"]) <= float(miou["ci_high"])
+    assert float(miou["p_adjusted"]) >= float(miou["p_value"])
+    assert miou["significant"] in ("true", "false")
+    # Two epochs each: the converged flag compares epoch 2 with epoch 1 of every run's CSV log.
+    with (out / "runs.csv").open(newline="") as f:
+        flags = {(r["upsampler"], r["seed"]): r["converged"] for r in csv.DictReader(f)}
+    for record in records:
+        log = next(Path(record["output_dir"]).glob("csv/version_*/metrics.csv"))
+        with log.open(newline="") as f:
+            curve = [float(line["val/mIoU"]) for line in csv.DictReader(f) if line["val/mIoU"]]
+        assert len(curve) == 2
+        expected = curve[1] - curve[0] <= 0.005
+        assert flags[record["choices"]["upsampler"], str(record["seed"])] == str(expected)

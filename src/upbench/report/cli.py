@@ -5,8 +5,9 @@ Build::
     python -m upbench.report logs/train/multirun/2024-05-01_10-00-00-000000 [MORE_DIRS] \
         [--out DIR] [--profile-shape N C H W --scale S] [--no-profile] [--num-images K]
 
-writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``summary.md`` (one line per
-upsampler; also printed), ``accuracy_vs_params.png``, ``accuracy_vs_latency.png`` and
+writes ``results.{md,csv,tex}``, ``runs.csv`` (one row per run), ``comparisons.csv`` (paired,
+Holm-corrected tests between upsamplers), ``summary.md`` (one line per upsampler; also printed),
+``learning_curves.png``, ``accuracy_vs_params.png``, ``accuracy_vs_latency.png`` and
 ``predictions_<data>.png`` (``predictions_<data>_<backbone>.png`` when the backbone varies too) to
 ``--out`` (default: the first run directory).
 
@@ -31,11 +32,13 @@ from typing import Any
 from rich.console import Console
 
 from upbench.profile import DEFAULT_SCALE, DEFAULT_SHAPE, profile_upsampler
+from upbench.report.curves import CURVES_FILE, plot_learning_curves
 from upbench.report.summary import SUMMARY_FILE, summary_markdown
 from upbench.report.table import (
     ReportTable,
     build_table,
     compare_cells,
+    context_of,
     find_records,
     read_csv_cells,
     table_cells,
@@ -68,6 +71,20 @@ def profile_upsamplers(
         if profile["skipped"]:
             notes.append(f"profile of {name} skipped: {profile['skipped']}")
     return profiles, notes
+
+
+def learning_curves(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """``learning_curves.png``: one panel per context (e.g. per backbone), one line per
+    upsampler, from the runs' CSV logs."""
+    panels: dict[str, dict[str, list]] = {}
+    for row in table.rows:
+        curves = [run["_curve"] for run in row.finished if run.get("_curve")]
+        if curves:
+            panel = panels.setdefault(context_of(row.choices), {})
+            panel[row.choices["upsampler"]] = curves
+    if not panels:
+        return [], [f"{CURVES_FILE} skipped: no finished run has a CSV log"]
+    return [plot_learning_curves(panels, Path(out_dir) / CURVES_FILE)], []
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -135,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from upbench.report.plots import prediction_grids, scatter_plots
 
         for files, messages in (
+            learning_curves(table, out),
             scatter_plots(table, out),
             prediction_grids(table, out, args.num_images),
         ):

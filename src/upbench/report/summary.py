@@ -6,6 +6,10 @@ quote) and, when only the upsampler varies, the metrics where upsamplers differ 
 when another group varies too (the backbone in ``upsamplers_x_backbones``), one column per value
 of it, each holding the headline metric, and their mean, so a method reads across backbones on one
 line.
+
+Cells are mean ± half-width of the 95 % confidence interval over seeds. A cell in **bold** is not
+significantly worse than the best method of its column (paired t-test by seed, Holm-corrected
+over the table's family: ``comparisons.csv``, :mod:`upbench.report.stats`); the best is bold too.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from collections.abc import Sequence
 
 from upbench.profile import format_count, format_ms
 from upbench.report.table import (
+    COMPARISONS_FILE,
     GROUP_KEYS,
+    REFERENCE,
     ReportTable,
     Row,
     Stat,
+    context_of,
     format_cell,
     metric_label,
     percent_metrics,
@@ -34,12 +41,30 @@ PROFILE_COLUMNS = (
 )
 SUMMARY_FILE = "summary.md"
 SHORT_DIGITS = (1, 2)  # decimals of percent and other metrics
+_BOLD = (
+    "Bold: not significantly worse than the column's best (paired t-test over seeds, Holm-"
+    f"corrected over the table, α = 0.05; every test, also against {REFERENCE}, in "
+    f"{COMPARISONS_FILE})."
+)
 
 
-def _short(stat: Stat | None, row: Row, percent: bool, full_n: int) -> str:
-    """mean ± std, with n only where fewer seeds finished than in the table's fullest cell."""
+def _short(stat: Stat | None, row: Row, percent: bool, full_n: int, tied: bool = False) -> str:
+    """mean ± 95 % CI half-width, with n only where fewer seeds finished than in the table's
+    fullest cell; bold when ``tied`` with the best."""
     show_n = stat is not None and stat.n != full_n
-    return format_cell(stat, row, percent, digits=SHORT_DIGITS, show_n=show_n)
+    text = format_cell(stat, row, percent, digits=SHORT_DIGITS, show_n=show_n, spread="ci")
+    return f"**{text}**" if tied and stat is not None else text
+
+
+def _is_tied(table: ReportTable, row: Row, metric: str) -> bool:
+    tied = table.comparisons.tied_with_best(context_of(row.choices), metric)
+    return row.choices["upsampler"] in tied
+
+
+def _stability_note(table: ReportTable) -> str:
+    collapsed = sum(row.collapsed for row in table.rows)
+    finished = sum(len(row.finished) for row in table.rows)
+    return f" {collapsed} of {finished} finished runs predict a single class everywhere."
 
 
 def _full_n(table: ReportTable) -> int:
@@ -64,23 +89,29 @@ def summary_markdown(table: ReportTable) -> str:
     if varying:
         return _pivot(table, varying, HEADLINE in percent)
     metrics = [m for m in COMPARED_METRICS if m in table.metrics]
-    header = ["upsampler", "runs", *(metric_label(m, m in percent) for m in metrics)]
+    header = ["upsampler", "runs", "converged"]
+    header += [metric_label(m, m in percent) for m in metrics]
     if table.profiles:
         header += [label for _, label, _ in PROFILE_COLUMNS]
     full_n = _full_n(table)
     lines = []
     for row in sorted(table.rows, key=_headline_mean, reverse=True):
-        cells = [row.choices["upsampler"], row.status_text()]
-        cells += [_short(row.cells[SOURCE, m], row, m in percent, full_n) for m in metrics]
+        cells = [row.choices["upsampler"], row.status_text(), row.converged_text()]
+        cells += [
+            _short(row.cells[SOURCE, m], row, m in percent, full_n, _is_tied(table, row, m))
+            for m in metrics
+        ]
         if table.profiles:
             profile = table.profiles.get(row.choices["upsampler"]) or {}
             cells += [fmt(profile.get(name)) for name, _, fmt in PROFILE_COLUMNS]
         lines.append(cells)
     fixed = ", ".join(f"{k} {table.rows[0].choices[k]}" for k in GROUP_KEYS if k != "upsampler")
     caption = (
-        "Test metrics of the best-validation checkpoint, mean ± sample std over the finished "
-        f"seeds ({fixed}); best {metric_label(HEADLINE, False)} first. Every metric, the final "
-        "weights and how the upsampler cost was measured: results.md."
+        "Test metrics of the best-validation checkpoint, mean ± 95 % CI half-width over the "
+        f"finished seeds ({fixed}); best {metric_label(HEADLINE, False)} first. {_BOLD} "
+        f"'converged': runs whose val mIoU stopped rising over the last 20 % of epochs."
+        f"{_stability_note(table)} Every metric, the final weights and how the upsampler cost "
+        "was measured: results.md."
     )
     return _markdown(header, lines, caption)
 
@@ -110,15 +141,24 @@ def _pivot(table: ReportTable, varying: Sequence[str], percent: bool) -> str:
         rows, mean = by_upsampler[upsampler], means[upsampler]
         cells = [upsampler]
         cells += [
-            _short(rows[c].cells[SOURCE, HEADLINE], rows[c], percent, full_n) if c in rows else "-"
+            _short(
+                rows[c].cells[SOURCE, HEADLINE],
+                rows[c],
+                percent,
+                full_n,
+                _is_tied(table, rows[c], HEADLINE),
+            )
+            if c in rows
+            else "-"
             for c in columns
         ]
         cells.append("-" if mean is None else f"{mean * factor:.{decimals}f}")
         lines.append(cells)
     label = metric_label(HEADLINE, percent)
     caption = (
-        f"Test {label} of the best-validation checkpoint, mean ± sample std over the finished "
-        f"seeds, by {'/'.join(varying)}; the last column is the mean over the {'/'.join(varying)} "
-        "columns (shown only when every one has a number). Every metric: results.md."
+        f"Test {label} of the best-validation checkpoint, mean ± 95 % CI half-width over the "
+        f"finished seeds, by {'/'.join(varying)}; the last column is the mean over the "
+        f"{'/'.join(varying)} columns (shown only when every one has a number). {_BOLD}"
+        f"{_stability_note(table)} Every metric: results.md."
     )
     return _markdown(["upsampler", *columns, f"mean {label}"], lines, caption)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from upbench.profile import format_count, format_mib, format_ms, hand_count_footnote
+from upbench.report.curves import is_converged, read_curve
+from upbench.report.stats import CSV_HEADER, ComparisonFamily, ci_half_width, comparisons
 from upbench.results import RESULTS_FILE
 
 GROUP_KEYS = ("backbone", "upsampler", "decoder", "data")
@@ -27,6 +29,12 @@ STATUSES = ("finished", "running", "interrupted", "failed")
 # (record field, label): the best-validation checkpoint first, as papers quote it.
 SOURCES = (("best_metrics", "best-val ckpt"), ("metrics", "final weights"))
 LEADING_METRICS = ("test/mIoU", "test/pixel_acc")
+# Tested pairwise (comparisons.csv) on the best-validation checkpoint, against REFERENCE and
+# against the best method of each context.
+TESTED_METRICS = ("test/mIoU", "test/bIoU", "test/bF", "test/thin_recall")
+TESTED_SOURCE = "best_metrics"
+REFERENCE = "bilinear"
+COMPARISONS_FILE = "comparisons.csv"
 PROFILE_COLUMNS = (
     ("params", "upsampler params", format_count),
     ("flops", "FLOPs", format_count),
@@ -37,7 +45,8 @@ PROFILE_COLUMNS = (
 
 
 def find_records(run_dirs: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every ``results.json`` under ``run_dirs`` (recursively), each with ``_path`` added.
+    """Every ``results.json`` under ``run_dirs`` (recursively), each with ``_path``, ``_curve``
+    (its per-epoch validation mIoU from the CSV log) and ``_converged`` added.
 
     Returns ``(records, notes)``; an unreadable file becomes a note rather than a silent gap.
     """
@@ -57,6 +66,8 @@ def find_records(run_dirs: Iterable[str | Path]) -> tuple[list[dict[str, Any]], 
                 notes.append(f"unreadable {path}: {type(error).__name__}: {error}")
                 continue
             record["_path"] = str(path)
+            record["_curve"] = read_curve(path.parent)
+            record["_converged"] = is_converged(record["_curve"])
             records.append(record)
     return records, notes
 
@@ -81,18 +92,33 @@ def metric_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (``None`` when n < 2) of a cell's finished seeds."""
+    """Mean, sample standard deviation and half-width of the 95 % t confidence interval of the
+    mean (both ``None`` when n < 2) of a cell's finished seeds."""
 
     mean: float
     std: float | None
     n: int
+    ci: float | None = None
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat | None:
         if not values:
             return None
         std = statistics.stdev(values) if len(values) > 1 else None
-        return cls(statistics.fmean(values), std, len(values))
+        return cls(statistics.fmean(values), std, len(values), ci_half_width(values))
+
+
+def is_collapsed(record: Mapping[str, Any]) -> bool:
+    """The run predicts one class everywhere (the all-background solution): every per-class test
+    IoU but the largest is below 1 %."""
+    source = record.get("best_metrics") or record.get("metrics") or {}
+    ious = sorted(v for k, v in source.items() if k.startswith("test/IoU_") and v is not None)
+    return len(ious) > 1 and ious[-2] < 0.01
+
+
+def context_of(choices: Mapping[str, str]) -> str:
+    """What a comparison of upsamplers holds fixed: the other groups' choices."""
+    return "/".join(choices[k] for k in GROUP_KEYS if k != "upsampler")
 
 
 def varying_groups(rows: Sequence[Row]) -> list[str]:
@@ -121,6 +147,16 @@ class Row:
     @property
     def choices(self) -> dict[str, str]:
         return dict(zip(GROUP_KEYS, self.key, strict=True))
+
+    def converged_text(self) -> str:
+        """``k/n``: finished runs whose validation mIoU had stopped rising (``-`` without
+        curves)."""
+        flags = [r["_converged"] for r in self.finished if r.get("_converged") is not None]
+        return f"{sum(flags)}/{len(flags)}" if flags else "-"
+
+    @property
+    def collapsed(self) -> int:
+        return sum(is_collapsed(r) for r in self.finished)
 
     def status_text(self) -> str:
         return ", ".join(f"{self.status_counts[s]} {s}" for s in STATUSES if self.status_counts[s])
@@ -185,19 +221,36 @@ def format_cell(
     latex: bool = False,
     digits: tuple[int, int] = (2, 4),
     show_n: bool = True,
+    spread: str = "std",
 ) -> str:
-    """``mean ± std (n=k)``, or the row's status when there are no numbers; ``digits`` are the
-    decimals of (percent, other) metrics."""
+    """``mean ± spread (n=k)``, or the row's status when there are no numbers; ``digits`` are the
+    decimals of (percent, other) metrics; ``spread`` is ``"std"`` (sample std) or ``"ci"`` (95 %
+    confidence half-width)."""
     if stat is None:
         return row.placeholder()
     factor = 100.0 if percent else 1.0
     decimals = digits[0] if percent else digits[1]
     pm = r" \pm " if latex else " ± "
     text = f"{stat.mean * factor:.{decimals}f}"
-    if stat.std is not None:
-        text += f"{pm}{stat.std * factor:.{decimals}f}"
+    half = stat.std if spread == "std" else stat.ci
+    if half is not None:
+        text += f"{pm}{half * factor:.{decimals}f}"
     text = f"${text}$" if latex else text
     return f"{text} (n={stat.n})" if show_n else text
+
+
+def compare_rows(rows: Sequence[Row]) -> ComparisonFamily:
+    """The paired, Holm-corrected comparisons of :data:`TESTED_METRICS` within each context."""
+    values: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
+    for row in rows:
+        by_metric = values.setdefault(context_of(row.choices), {})
+        for metric in TESTED_METRICS:
+            by_metric.setdefault(metric, {})[row.choices["upsampler"]] = {
+                r["seed"]: r[TESTED_SOURCE][metric]
+                for r in row.finished
+                if (r.get(TESTED_SOURCE) or {}).get(metric) is not None
+            }
+    return comparisons(values, REFERENCE)
 
 
 @dataclass
@@ -206,6 +259,7 @@ class ReportTable:
     metrics: list[str]
     profiles: dict[str, dict[str, Any]]
     notes: list[str]
+    comparisons: ComparisonFamily = field(default_factory=lambda: ComparisonFamily([], {}))
 
     def header(self) -> list[str]:
         percent = percent_metrics(self.rows, self.metrics)
@@ -314,12 +368,14 @@ class ReportTable:
     def run_rows(self) -> tuple[list[str], list[list[Any]]]:
         """One row per run behind the table (header, rows): what a rerun is compared with,
         job by job (on CPU a rerun of the same config gives the same numbers)."""
-        header = [*GROUP_KEYS, "seed", "status", "wall_time_s"]
+        header = [*GROUP_KEYS, "seed", "status", "wall_time_s", "converged", "collapsed"]
         header += [f"{source}:{m}" for source, _ in SOURCES for m in self.metrics]
         rows = []
         for row in self.rows:
             for run in row.runs:
                 cells = [*row.key, run["seed"], run["status"], _raw(run.get("wall_time_s"))]
+                finished = run["status"] == "finished"
+                cells += [_raw(run.get("_converged")), is_collapsed(run) if finished else ""]
                 cells += [
                     _raw((run.get(source) or {}).get(m))
                     for source, _ in SOURCES
@@ -332,18 +388,19 @@ class ReportTable:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         md, tex, csv_path = (out_dir / f"{stem}.{ext}" for ext in ("md", "tex", "csv"))
-        runs_path = out_dir / "runs.csv"
+        runs_path, comparisons_path = out_dir / "runs.csv", out_dir / COMPARISONS_FILE
         md.write_text(self.to_markdown())
         tex.write_text(self.to_latex())
         for path, (header, rows) in (
             (csv_path, (self.csv_header(), self.csv_rows())),
             (runs_path, self.run_rows()),
+            (comparisons_path, (CSV_HEADER, self.comparisons.csv_rows())),
         ):
             with path.open("w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(header)
                 writer.writerows(rows)
-        return [md, csv_path, tex, runs_path]
+        return [md, csv_path, tex, runs_path, comparisons_path]
 
 
 def _raw(value: Any) -> Any:
@@ -378,7 +435,8 @@ def build_table(
             "directories that train.py wrote"
         )
     metrics = metric_keys(records)
-    return ReportTable(build_rows(records, metrics), metrics, dict(profiles or {}), notes)
+    rows = build_rows(records, metrics)
+    return ReportTable(rows, metrics, dict(profiles or {}), notes, compare_rows(rows))
 
 
 Cells = dict[tuple[str, ...], dict[str, tuple[Any, float]]]

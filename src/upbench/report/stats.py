@@ -1,0 +1,186 @@
+"""Which differences between upsamplers are real: paired tests over seeds, Holm-corrected.
+
+Runs of a table that share a seed share their data, data order and backbone initialisation (see
+``tests/test_pairing.py``), so the difference between two methods is measured seed by seed, which
+removes the seed-to-seed variation both methods share. For every (metric, method A, method B) of
+:func:`comparisons` the report writes to ``comparisons.csv``:
+
+- ``mean_diff``: the mean over seeds of A − B (paired by seed), with its 95 % t confidence interval;
+- ``p_value``: the two-sided paired t-test (``scipy.stats.ttest_rel``). With 5 pairs Wilcoxon's
+  signed-rank test cannot go below p = 1/16 = 0.0625, so it could never reject at 0.05 after
+  any correction; the t-test can, at the price of assuming roughly normal per-seed differences;
+- ``p_adjusted``: Holm's step-down correction (``statsmodels``) over every row of the table's
+  family (all its metrics and pairs at once), which controls the family-wise error rate;
+- ``significant``: ``p_adjusted < 0.05``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+
+def ci_half_width(values: Sequence[float], confidence: float = CONFIDENCE) -> float | None:
+    """Half-width of the t confidence interval of the mean of ``values`` (``None`` when n < 2)."""
+    n = len(values)
+    if n < 2:
+        return None
+    sem = float(np.std(values, ddof=1)) / math.sqrt(n)
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A − B over the seeds both finished."""
+
+    n_pairs: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+def paired_difference(
+    a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE
+) -> PairedDifference | None:
+    """Paired t-test of ``a`` against ``b`` (``{seed: value}``) over their common seeds; ``None``
+    with fewer than 2 pairs. Identical differences on every seed (zero spread, where the t
+    statistic is undefined) are certain: p = 0 for a non-zero difference, 1 for none (equal to
+    1e-12, float rounding of the subtraction)."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    x = np.array([a[s] for s in seeds], dtype=float)
+    y = np.array([b[s] for s in seeds], dtype=float)
+    diff = x - y
+    mean = float(diff.mean())
+    if np.allclose(diff, diff[0], rtol=0.0, atol=1e-12):
+        return PairedDifference(len(seeds), mean, mean, mean, 0.0 if mean != 0 else 1.0)
+    result = stats.ttest_rel(x, y)
+    interval = result.confidence_interval(confidence)
+    return PairedDifference(
+        len(seeds), mean, float(interval.low), float(interval.high), float(result.pvalue)
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    context: str  # what is fixed in the comparison, e.g. "resnet/unet/synthetic"
+    metric: str
+    method_a: str
+    method_b: str
+    test: PairedDifference
+    p_adjusted: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted < ALPHA
+
+
+CSV_HEADER = (
+    "context",
+    "metric",
+    "method_a",
+    "method_b",
+    "n_pairs",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+)
+
+
+def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """The same comparisons with Holm-adjusted p-values over the whole family."""
+    if not comparisons:
+        return []
+    _, adjusted, _, _ = multipletests([c.test.p_value for c in comparisons], method="holm")
+    return [
+        Comparison(c.context, c.metric, c.method_a, c.method_b, c.test, float(p))
+        for c, p in zip(comparisons, adjusted, strict=True)
+    ]
+
+
+@dataclass
+class ComparisonFamily:
+    """Every comparison of a table, Holm-adjusted together, and the best method of each
+    (context, metric) that the others were compared with."""
+
+    rows: list[Comparison]
+    best: dict[tuple[str, str], str]
+
+    def tied_with_best(self, context: str, metric: str) -> set[str]:
+        """The methods of ``context`` not significantly worse than the best on ``metric``: the
+        best itself and every method whose comparison with it is not significant."""
+        best = self.best.get((context, metric))
+        if best is None:
+            return set()
+        return {best} | {
+            c.method_a
+            for c in self.rows
+            if (c.context, c.metric, c.method_b) == (context, metric, best) and not c.significant
+        }
+
+    def csv_rows(self) -> list[list[object]]:
+        return [
+            [
+                c.context,
+                c.metric,
+                c.method_a,
+                c.method_b,
+                c.test.n_pairs,
+                repr(c.test.mean_diff),
+                repr(c.test.ci_low),
+                repr(c.test.ci_high),
+                repr(c.test.p_value),
+                repr(c.p_adjusted),
+                str(c.significant).lower(),
+            ]
+            for c in self.rows
+        ]
+
+
+def comparisons(
+    values: Mapping[str, Mapping[str, Mapping[str, Mapping[int, float]]]],
+    reference: str,
+    higher_is_better: bool = True,
+) -> ComparisonFamily:
+    """Every method against ``reference`` and against the best method, per context and metric.
+
+    Args:
+        values: ``{context: {metric: {method: {seed: value}}}}``.
+        reference: the baseline method (``bilinear``), compared with when present.
+        higher_is_better: the best method of a metric is the one with the highest mean.
+
+    The best is chosen per (context, metric) by its mean over seeds. Rows are "method vs
+    reference" (method_b = reference) and "method vs best" (method_b = best); the reference's own
+    comparison with the best is the row (reference, best). Holm's correction runs over all rows.
+    """
+    rows, best_of = [], {}
+    for context, by_metric in values.items():
+        for metric, by_method in by_metric.items():
+            methods = sorted(m for m, seeds in by_method.items() if seeds)
+            if not methods:
+                continue
+            means = {m: float(np.mean(list(by_method[m].values()))) for m in methods}
+            best = (max if higher_is_better else min)(methods, key=means.__getitem__)
+            best_of[context, metric] = best
+            # (best, reference) would repeat (reference, best) with the sign flipped.
+            vs_reference = reference in by_method
+            pairs = [(m, reference) for m in methods if vs_reference and m not in (reference, best)]
+            pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs]
+            for method_a, method_b in pairs:
+                test = paired_difference(by_method[method_a], by_method[method_b])
+                if test is not None:
+                    rows.append(Comparison(context, metric, method_a, method_b, test))
+    return ComparisonFamily(holm(rows), best_of)
