@@ -88,7 +88,23 @@ def check_data_throughput(out: str) -> None:
     positive(match.group(1))
 
 
+def check_converged_run(out: str) -> None:
+    table = out[out.index("Converged run") :].splitlines()
+    assert table[1].split()[-1] == "ratio"
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:4]}
+    assert set(rows) == {"before", "after"}
+    to_plateau = {name: positive(cells[4]) for name, cells in rows.items()}
+    assert float(rows["before"][-1]) == 1.0
+    # Seconds are printed to 0.1 s, so the quotient of the columns holds to that rounding.
+    assert positive(rows["after"][-1]) == pytest.approx(
+        to_plateau["after"] / to_plateau["before"], rel=0.1
+    )
+    for cells in rows.values():
+        assert cells[2] in ("True", "False", "None")
+
+
 CHECKS = {
+    "converged_run.py": check_converged_run,
     "harness_overhead.py": check_harness_overhead,
     "upsamplers.py": check_upsamplers,
     "data_throughput.py": check_data_throughput,
