@@ -406,3 +406,23 @@ def test_real_multirun_table_matches_the_runs_own_records(tmp_path):
         assert len(curve) == 2
         expected = curve[1] - curve[0] <= 0.005
         assert flags[record["choices"]["upsampler"], str(record["seed"])] == str(expected)
+
+
+def test_collapsed_runs_are_flagged_and_counted(tmp_path):
+    """A run whose every class but one has IoU < 1 % predicts one class everywhere: runs.csv
+    flags it and the summary's caption counts it."""
+    root = tmp_path / "runs"
+    write_runs(root, [("bilinear", 0, "finished"), ("bilinear", 1, "finished")])
+    collapsed = root / "multirun" / "resnet" / "1" / "results.json"
+    record = json.loads(collapsed.read_text())
+    record["best_metrics"] |= {"test/IoU_background": 0.95, "test/IoU_curve": 0.0}
+    collapsed.write_text(json.dumps(record))
+    healthy = root / "multirun" / "resnet" / "0" / "results.json"
+    record = json.loads(healthy.read_text())
+    record["best_metrics"] |= {"test/IoU_background": 0.95, "test/IoU_curve": 0.3}
+    healthy.write_text(json.dumps(record))
+    table = build_table([root])
+    assert table.rows[0].collapsed == 1
+    assert "1 of 2 finished runs predict a single class everywhere" in summary_markdown(table)
+    _, runs = table.run_rows()
+    assert [run[table.run_rows()[0].index("collapsed")] for run in runs] == [False, True]
