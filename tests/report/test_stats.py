@@ -152,3 +152,16 @@ def test_every_method_is_compared_with_the_reference_and_the_best_once():
     )
     nearest = next(r for r in family.rows if r.method_a == "nearest" and r.method_b == "bilinear")
     assert nearest.test.mean_diff < 0 and nearest.test.n_pairs == 5
+
+
+def test_lower_is_better_metrics_pick_the_lowest_mean_as_best():
+    rng = np.random.default_rng(4)
+    values = planted_table(rng, {"bilinear": 0.0, "transposed": 1.5, "nearest": 0.01}, 0.05, 0.01)
+    table = values["resnet/unet/synthetic"]
+    values["resnet/unet/synthetic"] = {"test/checkerboard": table["test/mIoU"], **table}
+    family = comparisons(values, reference="bilinear", lower_is_better={"test/checkerboard"})
+    context = "resnet/unet/synthetic"
+    assert family.best[context, "test/mIoU"] == "transposed"
+    assert family.best[context, "test/checkerboard"] in {"bilinear", "nearest"}
+    tied = family.tied_with_best(context, "test/checkerboard")
+    assert "transposed" not in tied and tied <= {"bilinear", "nearest"}

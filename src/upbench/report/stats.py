@@ -17,7 +17,7 @@ removes the seed-to-seed variation both methods share. For every (metric, method
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,14 +153,15 @@ class ComparisonFamily:
 def comparisons(
     values: Mapping[str, Mapping[str, Mapping[str, Mapping[int, float]]]],
     reference: str,
-    higher_is_better: bool = True,
+    lower_is_better: Collection[str] = (),
 ) -> ComparisonFamily:
     """Every method against ``reference`` and against the best method, per context and metric.
 
     Args:
         values: ``{context: {metric: {method: {seed: value}}}}``.
         reference: the baseline method (``bilinear``), compared with when present.
-        higher_is_better: the best method of a metric is the one with the highest mean.
+        lower_is_better: metrics whose best method has the lowest mean (e.g. the checkerboard
+            score); for the others the highest mean is best.
 
     The best is chosen per (context, metric) by its mean over seeds. Rows are "method vs
     reference" (method_b = reference) and "method vs best" (method_b = best); the reference's own
@@ -173,7 +174,7 @@ def comparisons(
             if not methods:
                 continue
             means = {m: float(np.mean(list(by_method[m].values()))) for m in methods}
-            best = (max if higher_is_better else min)(methods, key=means.__getitem__)
+            best = (min if metric in lower_is_better else max)(methods, key=means.__getitem__)
             best_of[context, metric] = best
             # (best, reference) would repeat (reference, best) with the sign flipped.
             vs_reference = reference in by_method

@@ -31,7 +31,8 @@ SOURCES = (("best_metrics", "best-val ckpt"), ("metrics", "final weights"))
 LEADING_METRICS = ("test/mIoU", "test/pixel_acc")
 # Tested pairwise (comparisons.csv) on the best-validation checkpoint, against REFERENCE and
 # against the best method of each context.
-TESTED_METRICS = ("test/mIoU", "test/bIoU", "test/bF", "test/thin_recall")
+TESTED_METRICS = ("test/mIoU", "test/bIoU", "test/bF", "test/thin_recall", "test/checkerboard")
+LOWER_IS_BETTER = ("test/checkerboard",)  # ~1 is artifact-free; higher is a stronger artifact
 TESTED_SOURCE = "best_metrics"
 REFERENCE = "bilinear"
 COMPARISONS_FILE = "comparisons.csv"
@@ -250,7 +251,7 @@ def compare_rows(rows: Sequence[Row]) -> ComparisonFamily:
                 for r in row.finished
                 if (r.get(TESTED_SOURCE) or {}).get(metric) is not None
             }
-    return comparisons(values, REFERENCE)
+    return comparisons(values, REFERENCE, LOWER_IS_BETTER)
 
 
 @dataclass
