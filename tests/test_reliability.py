@@ -165,3 +165,13 @@ def test_sweep_rerun_skips_finished_jobs(tmp_path):
     subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
     assert read_results(job1)["status"] == "finished"
+
+    # Reordered lists renumber the jobs: job 0 would now be bilinear. The rerun must refuse
+    # rather than skip it as done (and then report nearest's numbers as bilinear's).
+    reordered = [part.replace("nearest,bilinear", "bilinear,nearest") for part in cmd]
+    refused = subprocess.run(reordered, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "holds a finished run of another job (upsampler=nearest there, bilinear now)" in (
+        refused.stderr + refused.stdout
+    )
+    assert (job0 / "results.json").stat().st_mtime_ns == stamp0

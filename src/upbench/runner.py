@@ -114,6 +114,24 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return previous
 
 
+def _refuse_other_job(
+    previous: dict[str, Any], choices: dict[str, str], seed: int, output_dir: Path
+) -> None:
+    """A sweep skips a job whose directory holds a finished run, but the directory is named by
+    the job's number: after the sweep's parameter lists change, number 5 can be another job. So a
+    finished run is only skipped when it is this job's run."""
+    recorded = {**previous.get("choices", {}), "seed": previous.get("seed")}
+    wanted = {**choices, "seed": seed}
+    differing = [f"{key}={recorded.get(key)} there, {value} now" for key, value in wanted.items()
+                 if recorded.get(key) != value]  # fmt: skip
+    if differing:
+        raise ConfigError(
+            f"{output_dir} holds a finished run of another job ({'; '.join(differing)}): the "
+            "sweep's parameter lists changed since it ran. Finish the old sweep with its own "
+            "lists, or give the new one its own hydra.sweep.dir (make table SWEEP_DIR=...)"
+        )
+
+
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path, unfinished: bool) -> str | None:
     """``ckpt_path``, else ``last.ckpt`` when resuming: on ``resume=true``, and for an unfinished
     job of a sweep rerun into the same directory (so completing a sweep loses nothing)."""
@@ -192,6 +210,7 @@ def train(cfg: DictConfig) -> float | None:
     is_main = rank_zero_only.rank == 0
     previous = _previous_run(cfg, output_dir) if is_main else None
     if previous is not None and previous["status"] == "finished":
+        _refuse_other_job(previous, run_choices(cfg), cfg.seed, output_dir)
         log.info("Skipping %s: it already holds a finished run", output_dir)
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
