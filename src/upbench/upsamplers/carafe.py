@@ -22,8 +22,10 @@ class CARAFE(nn.Module):
     3. Only when ``out_channels != in_channels`` (an addition of this project; ``CARAFEPack``
        keeps the channel count): a 1x1 conv after the reassembly.
 
-    Init as the official code: Xavier-uniform convolutions with zero bias, then the content
-    encoder re-drawn from N(0, 0.001^2), so the kernels start close to uniform (1 / k_up^2).
+    Init as the official code: Xavier-uniform compressor and content encoder with zero bias,
+    then the content encoder re-drawn from N(0, 0.001^2), so the kernels start close to uniform
+    (1 / k_up^2). The added projection keeps PyTorch's default conv init, like the projection
+    of every other upsampler in this package.
 
     Shapes: (N, in_channels, H, W) -> (N, out_channels, s*H, s*W).
     Parameters: (in + 1) * C_m + (C_m * k_enc^2 + 1) * group_size * s^2 * k_up^2
@@ -77,10 +79,10 @@ class CARAFE(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        # The added projection keeps PyTorch's default init, as in every upsampler here.
+        for conv in (self.channel_compressor, self.content_encoder):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
         nn.init.normal_(self.content_encoder.weight, std=0.001)
 
     def kernels(self, x: Tensor) -> Tensor:
