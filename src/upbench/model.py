@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from upbench.decoders.unet import UpsamplerSpec
+from upbench.upsamplers.base import UpsamplerSpec
 
 
 class SegmentationModel(nn.Module):

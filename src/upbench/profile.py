@@ -28,13 +28,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from upbench.upsamplers.base import build_upsampler, declaration
 
 UPSAMPLER_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "upsampler"
 DEFAULT_SHAPE = (2, 64, 32, 32)
@@ -199,7 +200,11 @@ def _inputs(module: nn.Module, shape: Sequence[int], scale: int, device: torch.d
     n, c, h, w = shape
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, h, w, generator=generator).to(device)
-    if not getattr(module, "needs_pool_indices", False):
+    declared = declaration(module)
+    if declared.needs_guide:
+        # The guide: an encoder feature at the output size, with as many channels as x.
+        return (x, torch.randn(n, c, scale * h, scale * w, generator=generator).to(device)), {}
+    if not declared.needs_pool_indices:
         return (x,), {}
     # Max-unpooling reuses the indices of the encoder's 2x2 max-pooling of a (N, C, sH, sW) map.
     pre_pool = torch.randn(n, c, scale * h, scale * w, generator=generator).to(device)
@@ -294,14 +299,16 @@ def profile_upsampler(
         "peak_memory_bytes": None,
         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
     }
-    if getattr(hydra.utils.get_class(cfg._target_), "needs_pool_indices", False) and scale != 2:
-        result["skipped"] = f"unpools 2x2 max-pooling indices, so scale 2 only (asked {scale})"
+    declared = declaration(cfg)
+    options = {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
+    scales = declared.supported_scales(c, **options)
+    if scale not in scales:
+        result["skipped"] = f"supports {scales!r}, not scale {scale}"
         return result
     try:
-        module = hydra.utils.instantiate(cfg, in_channels=c, out_channels=c, scale=scale)
-    except Exception as error:  # e.g. a K=2 transposed conv at scale 4 refuses to build
-        reason = error.__cause__ or error  # Hydra wraps the constructor's own message
-        result["skipped"] = f"cannot be built at scale {scale}: {reason}"
+        module = build_upsampler(cfg, c, c, scale, guide_channels=c)
+    except ValueError as error:  # an option the shape does not allow, e.g. DySample's groups
+        result["skipped"] = f"cannot be built at scale {scale}: {error}"
         return result
     module = module.to(device)
     result["params"] = sum(p.numel() for p in module.parameters())

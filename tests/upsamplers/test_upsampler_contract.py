@@ -10,55 +10,88 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch import nn
+
+from upbench.upsamplers.base import build_upsampler, declaration, upsample
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "upsampler"
 # Every preset, so that a new conf/upsampler/NAME.yaml is held to the contract without
 # touching this file.
 PRESETS = sorted(p.stem for p in CONF.glob("*.yaml"))
-# Scales a preset refuses, with the error it must give.
-UNSUPPORTED = {
-    ("maxunpool", 4): "only supports scale=2",
-    ("maxunpool", 8): "only supports scale=2",
-    ("transposed_k2", 4): "leaves holes",
-    ("transposed_k2", 8): "leaves holes",
-    ("transposed_k3", 4): "leaves holes",
-    ("transposed_k3", 8): "leaves holes",
-    # Pixel-shuffles its 4-channel input first, which needs in_channels divisible by scale**2.
-    ("dysample_pl", 4): r"divisible by scale\*\*2=16; use style='lp'",
-    ("dysample_pl", 8): r"divisible by scale\*\*2=64; use style='lp'",
-}
+
+
+def load(name):
+    return OmegaConf.load(CONF / f"{name}.yaml")
+
+
+def options(cfg):
+    return {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
 
 
 def build(name, in_channels, out_channels, scale):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    return instantiate(cfg, in_channels=in_channels, out_channels=out_channels, scale=scale)
+    """As a decoder builds it: a guided method gets a guide with out_channels channels."""
+    return build_upsampler(load(name), in_channels, out_channels, scale, out_channels)
 
 
-def run(module, x, out_channels):
-    """Forward ``x``; for index-driven upsamplers, pool a random map of the target size first."""
-    if not getattr(module, "needs_pool_indices", False):
-        return module(x)
+def run(module, x, out_channels, scale=2):
+    """Forward ``x`` with what the method declares it needs: a guide at the output size, or the
+    indices of a 2x2 max-pool of a random map of that size."""
     n, _, h, w = x.shape
-    big = torch.randn(n, out_channels, 2 * h, 2 * w, generator=torch.Generator().manual_seed(1))
-    _, indices = F.max_pool2d(big, 2, 2, return_indices=True)
-    return module(x, indices)
+    generator = torch.Generator().manual_seed(1)
+    big = torch.randn(n, out_channels, scale * h, scale * w, generator=generator)
+    if declaration(module).needs_pool_indices:
+        _, indices = F.max_pool2d(big, 2, 2, return_indices=True)
+        return upsample(module, x, indices=indices)
+    return upsample(module, x, guide=big)
 
 
 @pytest.mark.parametrize("name", PRESETS)
-@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
 @pytest.mark.parametrize("size", [(4, 6), (5, 3)])
-def test_output_shape_or_clear_error(name, scale, size):
-    if (name, scale) in UNSUPPORTED:
-        # Hydra wraps the constructor's ValueError; its message is kept.
-        with pytest.raises(InstantiationException, match=UNSUPPORTED[name, scale]):
+def test_declared_scales_build_and_others_refused(name, scale, size):
+    """A preset builds at every scale it declares and refuses the others with a message that
+    names the scale and what to use instead."""
+    cfg = load(name)
+    if scale not in declaration(cfg).supported_scales(4, **options(cfg)):
+        with pytest.raises(ValueError, match=r"(?s)scale.*\b(use|set)\b"):
             build(name, 4, 4, scale)
         return
     module = build(name, 4, 4, scale)
-    y = run(module, torch.randn(2, 4, *size), 4)
+    y = run(module, torch.randn(2, 4, *size), 4, scale)
     assert y.shape == (2, 4, scale * size[0], scale * size[1])
+
+
+def test_declarations_of_the_builtin_methods():
+    """What the decoders rely on, stated per method (independent of the code that reads it)."""
+    scales = {
+        name: declaration(load(name)).supported_scales(4, **options(load(name))) for name in PRESETS
+    }
+    assert [s for s in (1, 2, 3, 4) if s in scales["maxunpool"]] == [2]
+    assert [s for s in (1, 2, 3, 4, 8) if s in scales["stepwise"]] == [2, 4, 8]
+    assert [s for s in (2, 3, 4) if s in scales["transposed_k2"]] == [2]
+    assert [s for s in (2, 3, 4) if s in scales["transposed_k3"]] == [2, 3]
+    assert [s for s in (2, 3, 4) if s in scales["dysample_pl"]] == [2]
+    assert all(s in scales["carafe"] for s in (1, 2, 3, 5, 8))
+    needs = {name: declaration(load(name)) for name in PRESETS}
+    assert [n for n in PRESETS if needs[n].needs_pool_indices] == ["maxunpool"]
+    assert [n for n in PRESETS if needs[n].needs_guide] == ["fade", "fade_lite", "sapa"]
+    assert [n for n in PRESETS if needs[n].is_interpolation] == ["bilinear", "nearest"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_added_projection_has_the_default_init(name):
+    """The 1x1 conv added when in != out is PyTorch's default conv (uniform within
+    1/sqrt(fan_in), non-zero bias) in every method, not Xavier in some (bound sqrt(6/(in+out)),
+    zero bias)."""
+    torch.manual_seed(0)
+    module = build(name, 64, 16, 2)
+    proj = getattr(module, "proj", None)
+    if proj is None or isinstance(proj, nn.Identity):
+        pytest.skip(f"{name} maps the channels inside the method, it adds no projection")
+    assert proj.weight.abs().max() <= 1 / 64**0.5
+    assert proj.weight.abs().max() > 0.9 / 64**0.5
+    assert proj.bias.abs().min() > 0
 
 
 @pytest.mark.parametrize("name", PRESETS)

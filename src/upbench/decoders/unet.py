@@ -2,12 +2,10 @@
 
 The decoder is built from the backbone's *actual* strides: every pair of neighbouring feature maps
 whose strides differ by a factor ``f`` gets one upsampler of scale ``f``; a dilated stage (same
-stride as its predecessor) gets none. The upsampler of each stage is created with::
-
-    hydra.utils.instantiate(upsampler_cfg, in_channels=..., out_channels=..., scale=f)
-
-(or by calling ``upsampler(in_channels=..., out_channels=..., scale=f)`` when a plain callable is
-given, e.g. in a notebook).
+stride as its predecessor) gets none. Each upsampler is built by
+:func:`upbench.upsamplers.base.build_upsampler` with ``(in_channels, out_channels, scale=f)``; a
+guided one also gets ``guide_channels``, and sees the encoder feature of the level it upsamples
+to, the same feature the stage then fuses as its skip.
 
 Shapes: ``forward(features, indices)`` takes the backbone's features (shallow to deep, strides
 ``encoder_strides``) and returns ``(N, out_channels, H, W)`` at the input resolution ``H x W``
@@ -16,24 +14,13 @@ Shapes: ``forward(features, indices)`` takes the backbone's features (shallow to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from upbench.backbones.staged import conv_bn_act
-from upbench.instantiate import instantiate
-
-UpsamplerSpec = Mapping | Callable[..., nn.Module]
-
-
-def build_upsampler(
-    spec: UpsamplerSpec, in_channels: int, out_channels: int, scale: int
-) -> nn.Module:
-    """Create one upsampler from a Hydra config node (``_target_``) or a callable factory."""
-    if isinstance(spec, Mapping):
-        return instantiate(spec, in_channels=in_channels, out_channels=out_channels, scale=scale)
-    return spec(in_channels=in_channels, out_channels=out_channels, scale=scale)
+from upbench.upsamplers.base import UpsamplerSpec, build_upsampler, declaration, upsample
 
 
 def refinement(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequential:
@@ -46,10 +33,6 @@ def refinement(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequen
             for layer in conv_bn_act(in_channels if i == 0 else out_channels, out_channels, 3)
         )
     )
-
-
-def _needs_indices(module: nn.Module | None) -> bool:
-    return bool(getattr(module, "needs_pool_indices", False))
 
 
 class DecoderStage(nn.Module):
@@ -82,12 +65,14 @@ class DecoderStage(nn.Module):
             raise ValueError(f"decoder.fusion must be 'concat' or 'add', got {fusion!r}")
         self.refine = refinement(refine_in, out_channels, refine_convs)
 
-    def forward(self, x: Tensor, skip: Tensor | None, indices: Tensor | None, size) -> Tensor:
+    def forward(
+        self, x: Tensor, skip: Tensor | None, guide: Tensor, indices: Tensor | None
+    ) -> Tensor:
+        """``guide``: the encoder feature of the level this stage decodes to (its size is the
+        stage's output size); ``skip``: the same feature when the decoder fuses skips."""
+        size = guide.shape[-2:]
         if self.upsampler is not None:
-            if _needs_indices(self.upsampler):
-                x = self.upsampler(x, indices, output_size=size)
-            else:
-                x = self.upsampler(x)
+            x = upsample(self.upsampler, x, guide=guide, indices=indices, output_size=size)
         if tuple(x.shape[-2:]) != tuple(size):
             raise RuntimeError(
                 f"decoder stage produced {tuple(x.shape[-2:])} but the skip level is "
@@ -162,8 +147,16 @@ class UNetDecoder(nn.Module):
             if rem or factor < 1:
                 raise ValueError(f"backbone strides {encoder_strides} are not integer multiples")
             out_ch = channels[i - 1]
-            up = build_upsampler(upsampler, in_ch, out_ch, factor) if factor > 1 else None
-            if _needs_indices(up) and out_ch != encoder_channels[i - 1]:
+            up = (
+                build_upsampler(upsampler, in_ch, out_ch, factor, encoder_channels[i - 1])
+                if factor > 1
+                else None
+            )
+            if (
+                up is not None
+                and declaration(up).needs_pool_indices
+                and (out_ch != encoder_channels[i - 1])
+            ):
                 raise ValueError(
                     f"{type(up).__name__} unpools with the encoder's indices, which carry "
                     f"{encoder_channels[i - 1]} channels at stride {encoder_strides[i - 1]}, "
@@ -187,13 +180,14 @@ class UNetDecoder(nn.Module):
         self.final_upsampler = None
         if self.final_scale > 1:
             self.final_upsampler = build_upsampler(upsampler, in_ch, in_ch, self.final_scale)
-            if _needs_indices(self.final_upsampler):
+            if declaration(self.final_upsampler).needs_pool_indices:
                 raise ValueError(
                     f"{type(self.final_upsampler).__name__} has no pooling indices for the final "
                     f"x{self.final_scale} step to the input resolution: use a built-in backbone "
                     "with backbone.downsample=maxpool and decoder.head_stride=1"
                 )
         self.out_channels = in_ch
+        self.output_stride = 1
 
     def upsamplers(self) -> nn.ModuleList:
         """Every upsampler of the decoder (for parameter counts and profiling)."""
@@ -203,15 +197,15 @@ class UNetDecoder(nn.Module):
         return nn.ModuleList(ups)
 
     def uses_pool_indices(self) -> bool:
-        return any(_needs_indices(up) for up in self.upsamplers())
+        return any(declaration(up).needs_pool_indices for up in self.upsamplers())
 
     def forward(self, features: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
         x = features[-1]
         for stage, level in zip(
             self.stages, range(len(features) - 1, self.stop_level, -1), strict=True
         ):
-            skip = features[level - 1] if self.skips else None
-            x = stage(x, skip, indices[level], features[level - 1].shape[-2:])
+            guide = features[level - 1]
+            x = stage(x, guide if self.skips else None, guide, indices[level])
         if self.final_upsampler is not None:
             x = self.final_upsampler(x)
         return x

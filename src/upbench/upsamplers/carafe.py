@@ -7,9 +7,10 @@ from torch import Tensor, nn
 
 from upbench.ops.carafe import carafe
 from upbench.upsamplers._common import check_channels, check_odd_kernel, check_scale
+from upbench.upsamplers.base import Upsampler, channel_projection
 
 
-class CARAFE(nn.Module):
+class CARAFE(Upsampler):
     """CARAFE upsampler, following the paper and mmcv's ``CARAFEPack`` (the official code).
 
     Wang, Chen, Xu, Liu, Loy, Lin, "CARAFE: Content-Aware ReAssembly of FEatures", ICCV 2019.
@@ -71,11 +72,7 @@ class CARAFE(nn.Module):
             kernel_encoder,
             padding=kernel_encoder // 2,
         )
-        self.proj = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        self.proj = channel_projection(in_channels, out_channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from upbench.upsamplers._common import check_channels, check_scale
+from upbench.upsamplers.base import Scales, Upsampler, channel_projection
 
 STYLES = ("lp", "pl")
 
 
-class DySample(nn.Module):
+class DySample(Upsampler):
     """DySample, following the official code (github.com/tiny-smart/dysample).
 
     Liu, Lu, Fu, Cao, "Learning to Upsample by Learning to Sample", ICCV 2023.
@@ -77,13 +78,18 @@ class DySample(nn.Module):
         conv_out = 2 * groups if style == "pl" else 2 * groups * scale * scale
         self.offset = nn.Conv2d(conv_in, conv_out, 1)
         self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=False) if dyscope else None
-        self.proj = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        self.proj = channel_projection(in_channels, out_channels)
         self.register_buffer("init_pos", self._init_pos())
         self.reset_parameters()
+
+    @classmethod
+    def supported_scales(cls, in_channels: int, style: str = "lp", **options) -> Scales:
+        if style != "pl":
+            return super().supported_scales(in_channels)
+        return Scales(
+            f"scales whose square divides in_channels={in_channels} (style 'pl')",
+            lambda scale: in_channels % (scale * scale) == 0,
+        )
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.offset.weight, std=0.001)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from upbench.upsamplers._common import check_channels, check_mode, check_scale, resize
+from upbench.upsamplers.base import Upsampler, channel_projection
 
 
-class Interpolation(nn.Module):
+class Interpolation(Upsampler):
     """Fixed interpolation, with a 1x1 projection only when the channel count changes.
 
     The non-learned baseline of Odena, Dumoulin & Olah, "Deconvolution and Checkerboard
@@ -24,16 +25,14 @@ class Interpolation(nn.Module):
             it applies).
     """
 
+    is_interpolation = True
+
     def __init__(self, in_channels: int, out_channels: int, scale: int, mode: str) -> None:
         super().__init__()
         check_channels(in_channels, out_channels)
         self.scale = check_scale(scale)
         self.mode = check_mode(mode)
-        self.proj = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Conv2d(in_channels, out_channels, kernel_size=1)
-        )
+        self.proj = channel_projection(in_channels, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         # Every supported mode writes each output pixel as an affine combination (weights sum to

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from upbench.upsamplers._common import check_channels
+from upbench.upsamplers.base import Scales, Upsampler, channel_projection, only
 
 _POOL = 2
 
 
-class MaxUnpool(nn.Module):
+class MaxUnpool(Upsampler):
     """Place each value back where the encoder's 2x2 max-pool found it; zeros elsewhere.
 
     Badrinarayanan, Kendall & Cipolla, "SegNet: A Deep Convolutional Encoder-Decoder
@@ -31,6 +32,10 @@ class MaxUnpool(nn.Module):
 
     needs_pool_indices = True
 
+    @classmethod
+    def supported_scales(cls, in_channels: int, **options) -> Scales:
+        return only(_POOL)
+
     def __init__(self, in_channels: int, out_channels: int, scale: int) -> None:
         super().__init__()
         check_channels(in_channels, out_channels)
@@ -42,11 +47,7 @@ class MaxUnpool(nn.Module):
             )
         self.scale = scale
         self.out_channels = out_channels
-        self.proj = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Conv2d(in_channels, out_channels, kernel_size=1)
-        )
+        self.proj = channel_projection(in_channels, out_channels)
 
     def forward(
         self, x: Tensor, indices: Tensor, output_size: tuple[int, int] | None = None

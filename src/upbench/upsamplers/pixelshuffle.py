@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from upbench.upsamplers._common import check_channels, check_odd_kernel, check_scale
+from upbench.upsamplers.base import Upsampler
 
 
 @torch.no_grad()
@@ -38,7 +39,7 @@ def icnr_(conv: nn.Conv2d, scale: int) -> None:
         conv.bias.copy_(sub.bias.repeat_interleave(blocks, dim=0))
 
 
-class PixelShuffleUpsample(nn.Module):
+class PixelShuffleUpsample(Upsampler):
     """Sub-pixel convolution: a conv to ``out_channels * scale**2`` channels, then PixelShuffle.
 
     Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel

@@ -11,9 +11,10 @@ from upbench.upsamplers._common import (
     check_scale,
     resize,
 )
+from upbench.upsamplers.base import Upsampler
 
 
-class ResizeConv(nn.Module):
+class ResizeConv(Upsampler):
     """Fixed interpolation followed by a learned 'same' convolution.
 
     Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016: resizing

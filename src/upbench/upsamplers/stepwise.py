@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from upbench.upsamplers._common import check_channels
+from upbench.upsamplers.base import POWERS_OF_TWO, Scales, Upsampler, declaration
 from upbench.upsamplers.interpolate import Interpolation
 
 UpsamplerFactory = Callable[..., nn.Module]
@@ -47,7 +48,7 @@ class _Step(nn.Sequential):
         )
 
 
-class Stepwise(nn.Module):
+class Stepwise(Upsampler):
     """Reach x4 / x8 by repeated x2 upsampling steps (the lecture's method D).
 
     Each step is ``inner(c_in, c_out, 2)`` followed by a 3x3 conv + BatchNorm + ReLU, so detail
@@ -68,6 +69,10 @@ class Stepwise(nn.Module):
             ``factory(in_channels=..., out_channels=..., scale=2)`` such as an upsampler class or
             a ``functools.partial`` of one, or None for bilinear interpolation.
     """
+
+    @classmethod
+    def supported_scales(cls, in_channels: int, **options) -> Scales:
+        return POWERS_OF_TWO
 
     def __init__(
         self,
@@ -90,10 +95,12 @@ class Stepwise(nn.Module):
         for i in range(scale.bit_length() - 1):
             cin = in_channels if i == 0 else out_channels
             up = factory(in_channels=cin, out_channels=out_channels, scale=_STEP)
-            if getattr(up, "needs_pool_indices", False):
+            declared = declaration(up)
+            if declared.needs_pool_indices or declared.needs_guide:
+                need = "encoder pool indices" if declared.needs_pool_indices else "a guide"
                 raise ValueError(
-                    f"{type(up).__name__} needs encoder pool indices and cannot be a stepwise "
-                    f"inner upsampler; pick one whose forward takes only x"
+                    f"{declared.name} needs {need} and cannot be a stepwise inner upsampler "
+                    "(its intermediate steps have none); pick one whose forward takes only x"
                 )
             steps.append(_Step(up, out_channels))
         self.steps = nn.Sequential(*steps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from upbench.upsamplers._common import check_channels, check_scale
+from upbench.upsamplers.base import ANY_SCALE, Scales, Upsampler
 
 
 def _check_non_negative_int(name: str, value: int) -> None:
@@ -49,7 +50,14 @@ def solve_padding(
     return padding, output_padding
 
 
-class TransposedConv(nn.Module):
+def _covers_stride(kernel_size: int, dilation: int, stride: int) -> bool:
+    """Output position p gets a tap from kernel index k iff p = i*S + k*D for some input i, so
+    every residue of p mod S must be hit by some k*D mod S, else a lattice of outputs only ever
+    sees the bias (holes)."""
+    return {(dilation * k) % stride for k in range(kernel_size)} == set(range(stride))
+
+
+class TransposedConv(Upsampler):
     """Learned upsampling by a transposed convolution with ``stride = scale``.
 
     Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015;
@@ -79,6 +87,17 @@ class TransposedConv(nn.Module):
             kernel tap at all (holes, e.g. K < S with D = 1) - use a larger kernel then.
     """
 
+    @classmethod
+    def supported_scales(
+        cls, in_channels: int, kernel_size: int | None = None, dilation: int = 1, **options
+    ) -> Scales:
+        if kernel_size is None:  # 2 * scale taps always cover the stride
+            return ANY_SCALE
+        return Scales(
+            f"strides without holes for kernel_size={kernel_size}, dilation={dilation}",
+            lambda stride: _covers_stride(kernel_size, dilation, stride),
+        )
+
     def __init__(
         self,
         in_channels: int,
@@ -102,10 +121,7 @@ class TransposedConv(nn.Module):
         for name, value in (("padding", padding), ("output_padding", output_padding)):
             if value is not None:
                 _check_non_negative_int(name, value)
-        # Output position p gets a tap from kernel index k iff p = i*S + k*D for some input i, so
-        # every residue of p mod S must be hit by some k*D mod S, else a lattice of outputs only
-        # ever sees the bias.
-        if {(dilation * k) % stride for k in range(kernel_size)} != set(range(stride)):
+        if not _covers_stride(kernel_size, dilation, stride):
             raise ValueError(
                 f"kernel_size={kernel_size} with dilation={dilation} leaves holes at stride "
                 f"(scale) {stride}: some output pixels receive no kernel tap; use kernel_size >= "
