@@ -303,7 +303,7 @@ def profile_upsampler(
     options = {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
     scales = declared.supported_scales(c, **options)
     if scale not in scales:
-        result["skipped"] = f"supports {scales!r}, not scale {scale}"
+        result["skipped"] = f"cannot be built at scale {scale} (supports {scales!r})"
         return result
     try:
         module = build_upsampler(cfg, c, c, scale, guide_channels=c)

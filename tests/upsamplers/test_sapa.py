@@ -1,7 +1,6 @@
 """SAPA against a per-pixel loop of the paper's formula (borders included), its memory, its
 parameters and init."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
