@@ -122,25 +122,29 @@ class DySample(Upsampler):
         in input pixels relative to the pixel centres; returns (N, C, s*H, s*W)."""
         n, _, h, w = offset.shape
         s = self.scale
-        offset = offset.view(n, 2, -1, h, w)
+        # The grid is built in float32 (float64 for float64 inputs) whatever the input's dtype:
+        # bf16 holds no half-integer pixel centre above 128 and no integer above 256, which
+        # would put the sampling points of a wide map pixels away from where they belong.
+        grid_dtype = torch.promote_types(x.dtype, torch.float32)
+        offset = offset.to(grid_dtype).view(n, 2, -1, h, w)
         centres_y, centres_x = torch.meshgrid(
-            torch.arange(h, dtype=x.dtype, device=x.device) + 0.5,
-            torch.arange(w, dtype=x.dtype, device=x.device) + 0.5,
+            torch.arange(h, dtype=grid_dtype, device=x.device) + 0.5,
+            torch.arange(w, dtype=grid_dtype, device=x.device) + 0.5,
             indexing="ij",
         )
         centres = torch.stack([centres_x, centres_y]).view(1, 2, 1, h, w)
-        size = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
+        size = torch.tensor([w, h], dtype=grid_dtype, device=x.device).view(1, 2, 1, 1, 1)
         # grid_sample with align_corners=False puts -1 and 1 on the outer edges of the map.
         coords = 2 * (centres + offset) / size - 1
         coords = F.pixel_shuffle(coords.reshape(n, -1, h, w), s)  # (N, 2 * groups, sH, sW)
         grid = coords.view(n, 2, self.groups, s * h, s * w).permute(0, 2, 3, 4, 1).flatten(0, 1)
         sampled = F.grid_sample(
-            x.reshape(n * self.groups, -1, h, w),
+            x.reshape(n * self.groups, -1, h, w).to(grid_dtype),
             grid,
             mode="bilinear",
             padding_mode="border",
             align_corners=False,
-        )
+        ).to(x.dtype)
         return sampled.view(n, -1, s * h, s * w)
 
     def forward(self, x: Tensor) -> Tensor:
