@@ -58,4 +58,8 @@ class SegmentationModel(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         features, indices = self.backbone(x)
         logits = self.head(self.decoder(features, indices))
+        if self.decoder.output_stride > 1:
+            # The pyramid heads (SegFormer, FPN) classify at their finest stride and resize the
+            # logits, as the papers do.
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :h, :w]

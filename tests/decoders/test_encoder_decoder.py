@@ -1,4 +1,4 @@
-"""Every backbone x every upsampler x both decoders: the model is built from config, runs forward
+"""Every backbone x every upsampler x every decoder: the model is built from config, runs forward
 and backward, and returns logits at the input's spatial size (odd sizes included); combinations
 that cannot work are refused when the model is built."""
 
@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from tests.helpers import TINY, compose_config, group_options
+from tests.helpers import CONF_DIR, TINY, compose_config, group_options
 from upbench.runner import build_model
+from upbench.upsamplers.base import declaration
 
 BUILTIN = ("resnet", "inception", "mobilenet")
 TORCHVISION = [b for b in group_options("backbone") if b not in BUILTIN]
-NEEDS_INDICES = {"maxunpool"}
+DECLARED = {
+    name: declaration(OmegaConf.load(CONF_DIR / "upsampler" / f"{name}.yaml"))
+    for name in group_options("upsampler")
+}
+NEEDS_INDICES = {name for name, declared in DECLARED.items() if declared.needs_pool_indices}
+NEEDS_GUIDE = {name for name, declared in DECLARED.items() if declared.needs_guide}
+PYRAMID = ("segformer", "fpn")
 
 
 def _model(tmp_path, backbone: str, upsampler: str, decoder: str, *extra: str):
@@ -37,10 +45,14 @@ def _check_forward_backward(model, height: int, width: int) -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("decoder", ["unet", "segnet"])
+@pytest.mark.parametrize("decoder", group_options("decoder"))
 @pytest.mark.parametrize("upsampler", group_options("upsampler"))
 @pytest.mark.parametrize("backbone", BUILTIN)
 def test_builtin_backbone_every_upsampler(tmp_path, backbone, upsampler, decoder):
+    if decoder in PYRAMID and upsampler in NEEDS_INDICES:
+        with pytest.raises(ValueError, match="use decoder=unet or decoder=segnet"):
+            _model(tmp_path, backbone, upsampler, decoder)
+        return
     model = _model(tmp_path, backbone, upsampler, decoder)
     _check_forward_backward(model, 32, 32)
     _check_forward_backward(model, 33, 47)  # odd: padded to the output stride, cropped back
@@ -52,7 +64,13 @@ def test_builtin_backbone_every_upsampler(tmp_path, backbone, upsampler, decoder
 )
 @pytest.mark.parametrize("backbone", TORCHVISION)
 def test_torchvision_backbone_every_upsampler(tmp_path, backbone, upsampler):
-    model = _model(tmp_path, backbone, upsampler, "unet")
+    if upsampler in NEEDS_GUIDE:
+        # The first torchvision feature is strided: the last U-Net step has no guide.
+        with pytest.raises(ValueError, match="use decoder=segformer or decoder=fpn"):
+            _model(tmp_path, backbone, upsampler, "unet")
+        model = _model(tmp_path, backbone, upsampler, "segformer")
+    else:
+        model = _model(tmp_path, backbone, upsampler, "unet")
     _check_forward_backward(model, 64, 64)
 
 

@@ -1,3 +1,5 @@
-from upbench.decoders.unet import SegNetDecoder, UNetDecoder, build_upsampler
+from upbench.decoders.fpn import FPNDecoder
+from upbench.decoders.segformer import SegFormerDecoder
+from upbench.decoders.unet import SegNetDecoder, UNetDecoder
 
-__all__ = ["SegNetDecoder", "UNetDecoder", "build_upsampler"]
+__all__ = ["FPNDecoder", "SegFormerDecoder", "SegNetDecoder", "UNetDecoder"]
