@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,6 +14,8 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+# Environment of the tests that run train.py or a benchmark as a subprocess: W&B offline, quiet.
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 # Small enough that a whole fit + test takes seconds on 2 CPU cores.
 TINY = [

@@ -10,7 +10,6 @@ summed before the ratio is taken; averaging the two ranks' mIoU values gives a d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, confusion_matrix
+from tests.helpers import ENV, ROOT, confusion_matrix
 from upbench.runner import build_model
 
 pytestmark = pytest.mark.slow
@@ -43,7 +42,6 @@ CPU_RANKS = ["trainer.accelerator=cpu", f"trainer.devices={WORLD_SIZE}"]
 # conf/trainer/ddp*.yaml enable SyncBatchNorm, which DDP refuses on CPU modules ("SyncBatchNorm
 # layers only work with GPU modules").
 CPU_SYNC_BN = "trainer.sync_batchnorm=false"
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 TIMEOUT_S = 300
 
 

@@ -4,7 +4,6 @@ after SIGTERM, never overwriting a finished run, completing a half-finished swee
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,13 +14,11 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from tests.helpers import ROOT, TINY, compose_config
+from tests.helpers import ENV, ROOT, TINY, compose_config
 from upbench.results import read_results
 from upbench.runner import train
 from upbench.task import DivergenceError
 from upbench.validation import ConfigError, validate_config
-
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 # (overrides, exception type, pattern the message must contain)
 BAD_CONFIGS = [

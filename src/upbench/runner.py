@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
 from upbench.model import SegmentationModel
 from upbench.results import RESULTS_FILE, read_results, write_results
@@ -86,12 +87,12 @@ def seeded_setup(cfg: DictConfig):
     return datamodule, build_task(cfg, datamodule)
 
 
-def _is_multirun() -> bool:
+def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _multirun_launcher() -> str | None:
-    return HydraConfig.get().runtime.choices.get("hydra/launcher") if _is_multirun() else None
+    return HydraConfig.get().runtime.choices.get("hydra/launcher") if is_multirun() else None
 
 
 def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
@@ -100,13 +101,13 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         return None
     previous = read_results(output_dir)
     if previous["status"] == "finished":
-        if _is_multirun():
+        if is_multirun():
             return previous
         raise ConfigError(
             f"{output_dir} already holds a finished run and results are never overwritten: "
             "choose another hydra.run.dir (or leave it unset for a fresh timestamped one)"
         )
-    if not cfg.get("resume") and not _is_multirun():
+    if not cfg.get("resume") and not is_multirun():
         raise ConfigError(
             f"{output_dir} holds a run with status '{previous['status']}': pass resume=true to "
             "continue it from checkpoints/last.ckpt, or choose another hydra.run.dir"
@@ -152,7 +153,7 @@ def _instantiate_loggers(cfg: DictConfig, tags: list[str]) -> list[Logger]:
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb":
             group = node.get("group")
-            if group is None and _is_multirun():
+            if group is None and is_multirun():
                 group = f"{cfg.task_name}/{Path(HydraConfig.get().sweep.dir).name}"
             logger = instantiate(node, tags=tags, group=group)
         else:
@@ -235,8 +236,13 @@ def train(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("num_threads"):
             torch.set_num_threads(cfg.num_threads)
-        datamodule, task = seeded_setup(cfg)
-        validate_setup(cfg, datamodule, task.model)
+        try:
+            datamodule, task = seeded_setup(cfg)
+            validate_setup(cfg, datamodule, task.model)
+        except (ValueError, DatasetRootError) as error:
+            # A part refused the configuration while it was built (an upsampler option, a data
+            # folder that is not there): a refusal, reported like the config checks', not a crash.
+            raise ConfigError(str(error)) from error
         record["params"] = {
             "total": sum(p.numel() for p in task.model.parameters()),
             "upsampler": sum(p.numel() for p in task.model.decoder.upsamplers().parameters()),

@@ -11,11 +11,10 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, group_options
+from tests.helpers import ENV, ROOT, group_options
 
 BENCHMARKS = ROOT / "benchmarks"
 GPU_SH = BENCHMARKS / "gpu.sh"
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 NUMBER = r"[0-9.]+(?:e[+-]?\d+)?"
 
 

@@ -33,10 +33,14 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def check_odd_kernel(kernel_size: int) -> int:
-    """A 'same' convolution needs an odd kernel so that padding k // 2 keeps H and W."""
+def check_odd_kernel(kernel_size: int, name: str = "kernel_size") -> int:
+    """A 'same' convolution needs an odd kernel so that padding k // 2 keeps H and W (and a
+    reassembly window needs a centre). ``name``: the option as the user sets it."""
     if not _is_positive_int(kernel_size) or kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be odd so the conv keeps H and W, got {kernel_size!r}")
+        raise ValueError(
+            f"{name} must be odd so the window has a centre and keeps H and W, got "
+            f"{kernel_size!r}; set upsampler.{name} to an odd size (3, 5, ...)"
+        )
     return kernel_size
 
 

@@ -57,8 +57,8 @@ class CARAFE(Upsampler):
         check_channels(in_channels, out_channels)
         check_channels(compressed_channels, group_size)
         self.scale = check_scale(scale)
-        self.k_up = check_odd_kernel(kernel_up)
-        check_odd_kernel(kernel_encoder)
+        self.k_up = check_odd_kernel(kernel_up, "kernel_up")
+        check_odd_kernel(kernel_encoder, "kernel_encoder")
         if in_channels % group_size:
             raise ValueError(
                 f"CARAFE: group_size={group_size} must divide in_channels={in_channels}; "

@@ -86,7 +86,7 @@ class FADE(Upsampler):
                 "step is x2 (decoder=segformer or fpn) or another upsampler"
             )
         self.scale = scale
-        self.k_up = check_odd_kernel(kernel_up)
+        self.k_up = check_odd_kernel(kernel_up, "kernel_up")
         taps = kernel_up * kernel_up
         compressed = taps if lite else embedding_dim
         self.gate = nn.Conv2d(in_channels, 1, 1)

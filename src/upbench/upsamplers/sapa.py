@@ -71,7 +71,7 @@ class SAPA(Upsampler):
         check_channels(guide_channels, embedding_dim)
         check_channels(norm_groups, norm_groups)
         self.scale = check_scale(scale)
-        self.k_up = check_odd_kernel(kernel_up)
+        self.k_up = check_odd_kernel(kernel_up, "kernel_up")
         self.norm_guide = nn.GroupNorm(math.gcd(norm_groups, guide_channels), guide_channels)
         self.norm_x = nn.GroupNorm(math.gcd(norm_groups, in_channels), in_channels)
         self.query = nn.Conv2d(guide_channels, embedding_dim, 1)
