@@ -38,7 +38,8 @@ def test_bilinear_segformer_is_the_plain_head():
     features = _features()[1:]
     finest = features[0].shape[-2:]
     projected = [
-        F.conv2d(f, lin.weight, lin.bias) for f, lin in zip(features, head.linear, strict=True)
+        F.conv2d(f, lin.weight, lin.bias)
+        for f, lin in zip(features, head.project.convs, strict=True)
     ]
     resized = [
         F.interpolate(p, size=finest, mode="bilinear", align_corners=False) for p in projected
@@ -65,7 +66,7 @@ def test_segformer_protocol_six_guided_x2_steps():
     assert [len(chain) for chain in head.chains] == [0, 1, 2, 3]
     assert all(up.scale == 2 for up in head.upsamplers())
     projected = []
-    for linear in head.linear:
+    for linear in head.project.convs:
         linear.register_forward_hook(lambda m, args, out: projected.append(out))
     calls = _record_calls(head)
     head(_features(), [None] * 5)
@@ -79,7 +80,7 @@ def test_fpn_top_down_guided_by_the_lateral_it_is_added_to():
     torch.manual_seed(0)
     fpn = FPNDecoder(CHANNELS, STRIDES, functools.partial(FADE), channels=12)
     laterals = []
-    for lateral in fpn.lateral:
+    for lateral in fpn.lateral.convs:
         lateral.register_forward_hook(lambda m, args, out: laterals.append(out))
     calls = _record_calls(fpn)
     out = fpn(_features(), [None] * 5)

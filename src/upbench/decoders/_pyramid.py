@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import Tensor, nn
+
 from upbench.upsamplers.base import UpsamplerSpec, declaration
 
 
@@ -47,3 +49,29 @@ def x2_steps(fine_stride: int, coarse_stride: int, decoder: str) -> int:
             f"{coarse_stride} differ by {coarse_stride / fine_stride:g}: use decoder=unet"
         )
     return ratio.bit_length() - 1
+
+
+class LevelProjections(nn.Module):
+    """The input of a pyramid head: 1x1 convs (with bias) that bring each of the ``num_levels``
+    deepest backbone features to ``channels`` (SegFormer's per-stage MLPs, FPN's laterals).
+    Refuses upsamplers that need pooling indices, which no such head can hand over."""
+
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        encoder_strides: Sequence[int],
+        upsampler: UpsamplerSpec,
+        channels: int,
+        num_levels: int,
+        decoder: str,
+    ):
+        super().__init__()
+        refuse_pool_indices(upsampler, decoder)
+        level_channels, self.strides, self.first_level = deepest_levels(
+            encoder_channels, encoder_strides, num_levels, decoder
+        )
+        self.convs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in level_channels)
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        deepest = features[self.first_level :]
+        return [conv(feature) for conv, feature in zip(self.convs, deepest, strict=True)]

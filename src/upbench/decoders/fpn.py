@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from upbench.backbones.staged import conv_bn_act
-from upbench.decoders._pyramid import deepest_levels, refuse_pool_indices, x2_steps
+from upbench.decoders._pyramid import LevelProjections, x2_steps
 from upbench.upsamplers.base import UpsamplerSpec, build_upsampler, upsample
 
 _NAME = "fpn"
@@ -46,11 +46,10 @@ class FPNDecoder(nn.Module):
         num_levels: int = 4,
     ):
         super().__init__()
-        refuse_pool_indices(upsampler, _NAME)
-        level_channels, strides, self.first_level = deepest_levels(
-            encoder_channels, encoder_strides, num_levels, _NAME
+        self.lateral = LevelProjections(
+            encoder_channels, encoder_strides, upsampler, channels, num_levels, _NAME
         )
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in level_channels)
+        strides = self.lateral.strides
         # top_down[i] takes merged level i + 1 to level i.
         self.top_down = nn.ModuleList(
             nn.ModuleList(
@@ -70,10 +69,7 @@ class FPNDecoder(nn.Module):
         return False
 
     def forward(self, features: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
-        laterals = [
-            lateral(feature)
-            for lateral, feature in zip(self.lateral, features[self.first_level :], strict=True)
-        ]
+        laterals = self.lateral(features)
         merged = laterals[-1]
         for level in range(len(laterals) - 2, -1, -1):
             lateral = laterals[level]

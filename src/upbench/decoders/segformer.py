@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from upbench.backbones.staged import conv_bn_act
-from upbench.decoders._pyramid import deepest_levels, refuse_pool_indices, x2_steps
+from upbench.decoders._pyramid import LevelProjections, x2_steps
 from upbench.upsamplers.base import UpsamplerSpec, build_upsampler, declaration, upsample
 
 _NAME = "segformer"
@@ -53,11 +53,10 @@ class SegFormerDecoder(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        refuse_pool_indices(upsampler, _NAME)
-        level_channels, strides, self.first_level = deepest_levels(
-            encoder_channels, encoder_strides, num_levels, _NAME
+        self.project = LevelProjections(
+            encoder_channels, encoder_strides, upsampler, channels, num_levels, _NAME
         )
-        self.linear = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in level_channels)
+        strides = self.project.strides
         declared = declaration(upsampler)
         # The guide of a x2 step to stride t is the projected stage at stride t (the first one
         # there, when a dilated backbone repeats a stride).
@@ -95,10 +94,7 @@ class SegFormerDecoder(nn.Module):
         return False
 
     def forward(self, features: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
-        projected = [
-            linear(feature)
-            for linear, feature in zip(self.linear, features[self.first_level :], strict=True)
-        ]
+        projected = self.project(features)
         resized = []
         for x, chain, guides in zip(projected, self.chains, self.guides, strict=True):
             for up, guide in zip(chain, guides, strict=True):
