@@ -18,7 +18,10 @@ from upbench.data.synthetic import (
 
 
 def make_module(**overrides) -> SyntheticDataModule:
-    options = dict(num_train=12, num_val=6, num_test=6, image_size=32, batch_size=4, seed=0)
+    options = dict(
+        num_train=12, num_val=6, num_test=6, image_size=32, num_classes=MAX_CLASSES, batch_size=4,
+        seed=0,
+    )  # fmt: skip
     return SyntheticDataModule(**{**options, **overrides})
 
 
@@ -212,3 +215,17 @@ def test_hydra_config_builds_the_module_with_the_run_seed():
         "val": cfg.data.num_val,
         "test": cfg.data.num_test,
     }
+
+
+def test_class_defaults_are_the_yaml_defaults():
+    """A notebook user who builds SyntheticDataModule() gets the data `python train.py` gets."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "synthetic.yaml"))
+    signature = inspect.signature(SyntheticDataModule).parameters
+    for key, value in yaml.items():
+        if key.startswith("_") or key == "seed":  # seed follows the run's ${seed}
+            continue
+        assert signature[key].default == value, key

@@ -21,7 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from upbench.backbones.staged import StagedBackbone, conv_bn_act
+from upbench.backbones.staged import StagedBackbone
+from upbench.layers import conv_bn_act
 
 
 class InceptionChannels(NamedTuple):

@@ -18,7 +18,8 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from upbench.backbones.staged import StagedBackbone, conv_bn_act
+from upbench.backbones.staged import StagedBackbone
+from upbench.layers import conv_bn_act
 
 VERSIONS = (1, 2)
 

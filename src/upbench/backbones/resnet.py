@@ -15,21 +15,10 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from upbench.backbones.staged import StagedBackbone, conv_bn_act
+from upbench.backbones.staged import StagedBackbone
+from upbench.layers import conv_bn_act, same_conv
 
 BLOCKS = ("basic", "bottleneck")
-
-
-def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation=1):
-    return nn.Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=stride,
-        padding=dilation * (kernel_size - 1) // 2,
-        dilation=dilation,
-        bias=False,
-    )
 
 
 def _layers(channels: Sequence[int], kernels: Sequence[int], stride: int, dilation: int):
@@ -49,7 +38,7 @@ def _preact_branch(channels: Sequence[int], kernels: Sequence[int], stride: int,
     for i, (c_in, c_out, k, s, d) in enumerate(_layers(channels, kernels, stride, dilation)):
         if i > 0:
             layers += [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)]
-        layers.append(_conv(c_in, c_out, k, s, d))
+        layers.append(same_conv(c_in, c_out, k, s, d))
     return nn.Sequential(*layers)
 
 
@@ -95,7 +84,7 @@ class ResidualBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.shortcut = (
-                _conv(in_channels, out_channels, 1, stride)
+                same_conv(in_channels, out_channels, 1, stride)
                 if preact
                 else conv_bn_act(in_channels, out_channels, 1, stride, activation=None)
             )

@@ -5,7 +5,7 @@ A built-in backbone is a full-resolution stem followed by ``num_stages`` stages:
     features[0] = stem(x)                      # 3x3 conv-BN-ReLU, stride 1, ``width`` channels
     features[i] = stage_i(features[i - 1])     # i = 1 .. num_stages, ``width * 2**i`` channels
 
-Each stage halves the resolution with one of the three downsampling methods of the lecture
+Each stage halves the resolution with one of three downsampling methods
 (max pooling, strided convolution, average pooling), except the last ``dilate_last`` stages,
 which keep the resolution and dilate their convolutions by 2, 4, ... instead (DeepLab, Chen et al.
 TPAMI 2018): a dilated KxK convolution covers ``K_eff = D(K - 1) + 1`` pixels, so the receptive
@@ -21,41 +21,13 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from upbench.backbones.base import BackboneOutput
+from upbench.layers import conv_bn_act
 
 DOWNSAMPLE_MODES = ("maxpool", "stride", "avgpool")
 
 BlockFactory = Callable[[int, int, int, int], nn.Module]
 """``block(in_channels, out_channels, stride, dilation) -> nn.Module`` mapping
 (N, in_channels, H, W) to (N, out_channels, H / stride, W / stride)."""
-
-
-def conv_bn_act(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    dilation: int = 1,
-    groups: int = 1,
-    activation: Callable[[], nn.Module] | None = nn.ReLU,
-) -> nn.Sequential:
-    """Conv (no bias: BN follows) -> BN -> activation; 'same' padding for odd kernels, so the
-    output is (N, out_channels, ceil(H / stride), ceil(W / stride))."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=dilation * (kernel_size - 1) // 2,
-            dilation=dilation,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if activation is not None:
-        layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 class Stage(nn.Module):

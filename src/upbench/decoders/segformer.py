@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from upbench.backbones.staged import conv_bn_act
 from upbench.decoders._pyramid import LevelProjections, x2_steps
+from upbench.layers import conv_bn_act
 from upbench.upsamplers.base import UpsamplerSpec, build_upsampler, declaration, upsample
 
 _NAME = "segformer"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from upbench.backbones.staged import conv_bn_act
+from upbench.layers import conv_bn_act
 from upbench.upsamplers.base import UpsamplerSpec, build_upsampler, declaration, upsample
 
 

@@ -53,7 +53,7 @@ class PixelShuffleUpsample(Upsampler):
         in_channels: channels of the input feature map.
         out_channels: channels of the output feature map.
         scale: integer upsampling factor r (>= 1).
-        kernel_size: odd size of the convolution (3 as in the lecture's method B).
+        kernel_size: odd size of the convolution (3: each sub-pixel sees a 3x3 neighbourhood).
         icnr: initialise the conv with ICNR (recommended; False keeps PyTorch's default init).
     """
 

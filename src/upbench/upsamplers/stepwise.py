@@ -49,7 +49,7 @@ class _Step(nn.Sequential):
 
 
 class Stepwise(Upsampler):
-    """Reach x4 / x8 by repeated x2 upsampling steps (the lecture's method D).
+    """Reach x4 / x8 by repeated x2 upsampling steps (progressive upsampling).
 
     Each step is ``inner(c_in, c_out, 2)`` followed by a 3x3 conv + BatchNorm + ReLU, so detail
     is restored progressively instead of in one large jump, as in the decoders of U-Net
