@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -72,3 +72,12 @@ class PoisonWeightsAtEpoch(pl.Callback):
         if trainer.current_epoch == self.epoch:
             with torch.no_grad():
                 pl_module.model.head.weight.fill_(float("inf"))
+
+
+def upsampler_preset(name: str, in_channels: int, out_channels: int, scale: int):
+    """conf/upsampler/<name>.yaml built as a decoder builds it (a guided method gets a guide with
+    ``out_channels`` channels)."""
+    from upbench.upsamplers.base import build_upsampler
+
+    cfg = OmegaConf.load(CONF_DIR / "upsampler" / f"{name}.yaml")
+    return build_upsampler(cfg, in_channels, out_channels, scale, out_channels)

@@ -1,10 +1,8 @@
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
-from tests.helpers import CONF_DIR
+from tests.helpers import upsampler_preset
 from upbench.metrics import CheckerboardScore
 
 H = W = 32
@@ -57,8 +55,7 @@ def test_the_map_is_not_divisible_by_the_stride():
 
 
 def upsampler(name, channels):
-    cfg = OmegaConf.load(CONF_DIR / "upsampler" / f"{name}.yaml")
-    return instantiate(cfg, in_channels=channels, out_channels=channels, scale=2)
+    return upsampler_preset(name, channels, channels, 2)
 
 
 def test_transposed_conv_k3_scores_far_above_resize_conv_pixelshuffle_and_bilinear():

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from upbench.upsamplers.base import build_upsampler, declaration, upsample
+from tests.helpers import upsampler_preset
+from upbench.upsamplers.base import declaration, upsample
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "upsampler"
 # Every preset, so that a new conf/upsampler/NAME.yaml is held to the contract without
@@ -27,11 +28,6 @@ def load(name):
 
 def options(cfg):
     return {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
-
-
-def build(name, in_channels, out_channels, scale):
-    """As a decoder builds it: a guided method gets a guide with out_channels channels."""
-    return build_upsampler(load(name), in_channels, out_channels, scale, out_channels)
 
 
 def run(module, x, out_channels, scale=2):
@@ -55,9 +51,9 @@ def test_declared_scales_build_and_others_refused(name, scale, size):
     cfg = load(name)
     if scale not in declaration(cfg).supported_scales(4, **options(cfg)):
         with pytest.raises(ValueError, match=r"(?s)scale.*\b(use|set)\b"):
-            build(name, 4, 4, scale)
+            upsampler_preset(name, 4, 4, scale)
         return
-    module = build(name, 4, 4, scale)
+    module = upsampler_preset(name, 4, 4, scale)
     y = run(module, torch.randn(2, 4, *size), 4, scale)
     assert y.shape == (2, 4, scale * size[0], scale * size[1])
 
@@ -85,7 +81,7 @@ def test_added_projection_has_the_default_init(name):
     1/sqrt(fan_in), non-zero bias) in every method, not Xavier in some (bound sqrt(6/(in+out)),
     zero bias)."""
     torch.manual_seed(0)
-    module = build(name, 64, 16, 2)
+    module = upsampler_preset(name, 64, 16, 2)
     proj = getattr(module, "proj", None)
     if proj is None or isinstance(proj, nn.Identity):
         pytest.skip(f"{name} maps the channels inside the method, it adds no projection")
@@ -100,7 +96,7 @@ def test_added_projection_has_the_default_init(name):
 def test_yaml_instantiates_and_backpropagates(name, channels):
     assert (CONF / f"{name}.yaml").is_file()
     cin, cout = channels
-    module = build(name, cin, cout, 2)
+    module = upsampler_preset(name, cin, cout, 2)
     x = torch.randn(2, cin, 5, 6, requires_grad=True)
     y = run(module, x, cout)
     assert y.shape == (2, cout, 10, 12)
@@ -116,9 +112,9 @@ def test_short_training_reduces_loss(name):
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     with torch.no_grad():
-        target = run(build(name, 4, 8, 2), x, 8)
+        target = run(upsampler_preset(name, 4, 8, 2), x, 8)
     torch.manual_seed(2)
-    student = build(name, 4, 8, 2)
+    student = upsampler_preset(name, 4, 8, 2)
     opt = torch.optim.Adam(student.parameters(), lr=2e-2)
     losses = []
     for _ in range(40):
