@@ -24,12 +24,12 @@ from upbench.validation import ConfigError, validate_config
 BAD_CONFIGS = [
     (["upsampler=bicubic_magic"], MissingConfigException, "Available options"),
     (["backbone=vgg"], MissingConfigException, "Available options"),
-    (["upsampler=maxunpool", "backbone.downsample=stride"], ValueError, "downsample=maxpool"),
-    (["upsampler=maxunpool", "backbone=resnet18"], ValueError, "downsample=maxpool"),
-    (["upsampler=maxunpool", "decoder.channels=24"], ValueError, "decoder.channels=null"),
-    (["decoder.head_stride=3"], ValueError, "head_stride=3 must be 1 or one of"),
-    (["decoder.fusion=sum"], ValueError, "decoder.fusion must be 'concat' or 'add'"),
-    (["decoder.channels=[8,8]"], ValueError, "decoder.channels has 2 entries"),
+    (["upsampler=maxunpool", "backbone.downsample=stride"], ConfigError, "downsample=maxpool"),
+    (["upsampler=maxunpool", "backbone=resnet18"], ConfigError, "downsample=maxpool"),
+    (["upsampler=maxunpool", "decoder.channels=24"], ConfigError, "decoder.channels=null"),
+    (["decoder.head_stride=3"], ConfigError, "head_stride=3 must be 1 or one of"),
+    (["decoder.fusion=sum"], ConfigError, "decoder.fusion must be 'concat' or 'add'"),
+    (["decoder.channels=[8,8]"], ConfigError, "decoder.channels has 2 entries"),
     (["optimizer.lr=-0.1"], ConfigError, "optimizer.lr must be a positive number"),
     (["trainer.max_epochs=0"], ConfigError, "trainer.max_epochs must be >= 1"),
     (["data.batch_size=0"], ConfigError, "data.batch_size must be >= 1"),
@@ -37,7 +37,8 @@ BAD_CONFIGS = [
     (["ckpt_path=/no/such/file.ckpt"], ConfigError, "does not exist"),
     (["trainer.channels_last=true"], ConfigError, "channels_last=true needs a GPU"),
     (["trainer.precision=16-mixed"], ConfigError, "fp16 mixed precision needs a GPU"),
-    (["data=voc", "data.root=/no/such/dir"], FileNotFoundError, "VOCdevkit"),
+    # A missing data folder is a refusal too (the DatasetRootError is its cause).
+    (["data=voc", "data.root=/no/such/dir"], ConfigError, "VOCdevkit"),
 ]
 
 
