@@ -299,9 +299,7 @@ def profile_upsampler(
         "peak_memory_bytes": None,
         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
     }
-    declared = declaration(cfg)
-    options = {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
-    scales = declared.supported_scales(c, **options)
+    scales = declaration(cfg).supported_scales(c)
     if scale not in scales:
         result["skipped"] = f"cannot be built at scale {scale} (supports {scales!r})"
         return result

@@ -26,10 +26,6 @@ def load(name):
     return OmegaConf.load(CONF / f"{name}.yaml")
 
 
-def options(cfg):
-    return {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
-
-
 def run(module, x, out_channels, scale=2):
     """Forward ``x`` with what the method declares it needs: a guide at the output size, or the
     indices of a 2x2 max-pool of a random map of that size."""
@@ -49,7 +45,7 @@ def test_declared_scales_build_and_others_refused(name, scale, size):
     """A preset builds at every scale it declares and refuses the others with a message that
     names the scale and what to use instead."""
     cfg = load(name)
-    if scale not in declaration(cfg).supported_scales(4, **options(cfg)):
+    if scale not in declaration(cfg).supported_scales(4):
         with pytest.raises(ValueError, match=r"(?s)scale.*\b(use|set)\b"):
             upsampler_preset(name, 4, 4, scale)
         return
@@ -60,9 +56,7 @@ def test_declared_scales_build_and_others_refused(name, scale, size):
 
 def test_declarations_of_the_builtin_methods():
     """What the decoders rely on, stated per method (independent of the code that reads it)."""
-    scales = {
-        name: declaration(load(name)).supported_scales(4, **options(load(name))) for name in PRESETS
-    }
+    scales = {name: declaration(load(name)).supported_scales(4) for name in PRESETS}
     assert [s for s in (1, 2, 3, 4) if s in scales["maxunpool"]] == [2]
     assert [s for s in (1, 2, 3, 4, 8) if s in scales["stepwise"]] == [2, 4, 8]
     assert [s for s in (2, 3, 4) if s in scales["transposed_k2"]] == [2]
@@ -124,3 +118,14 @@ def test_short_training_reduces_loss(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses[::8]
+
+
+def test_declared_scales_read_the_options_of_a_partial():
+    """A notebook factory states its options as keywords; the declaration reads them too."""
+    import functools
+
+    from upbench.upsamplers.transposed import TransposedConv
+
+    k2 = declaration(functools.partial(TransposedConv, kernel_size=2)).supported_scales(4)
+    assert [s for s in (2, 3, 4) if s in k2] == [2]
+    assert 4 in declaration(TransposedConv).supported_scales(4)

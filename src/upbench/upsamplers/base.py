@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -74,21 +74,24 @@ class Upsampler(nn.Module):
 
 @dataclass(frozen=True)
 class Declaration:
-    """What an upsampler needs from its decoder, read from its class."""
+    """What an upsampler needs from its decoder, read from its class, with the options its
+    spec sets (a config node's keys, a ``functools.partial``'s keywords)."""
 
     cls: type | None
     needs_pool_indices: bool = False
     needs_guide: bool = False
     is_interpolation: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.cls.__name__ if self.cls is not None else "the upsampler"
 
-    def supported_scales(self, in_channels: int, **options: Any) -> Container[int]:
+    def supported_scales(self, in_channels: int) -> Container[int]:
+        """The scales the spec's method accepts with the spec's options."""
         if self.cls is None or not issubclass(self.cls, Upsampler):
             return ANY_SCALE
-        return self.cls.supported_scales(in_channels, **options)
+        return self.cls.supported_scales(in_channels, **self.options)
 
 
 def upsampler_class(spec: UpsamplerSpec | nn.Module) -> type | None:
@@ -105,6 +108,16 @@ def upsampler_class(spec: UpsamplerSpec | nn.Module) -> type | None:
     return spec if isinstance(spec, type) else None
 
 
+def _spec_options(spec: UpsamplerSpec | nn.Module) -> dict[str, Any]:
+    if isinstance(spec, Mapping):
+        return {str(k): v for k, v in spec.items() if not str(k).startswith("_")}
+    options: dict[str, Any] = {}
+    while isinstance(spec, functools.partial):
+        options = {**spec.keywords, **options}  # the outer partial's keywords win
+        spec = spec.func
+    return options
+
+
 def declaration(spec: UpsamplerSpec | nn.Module) -> Declaration:
     cls = upsampler_class(spec)
     if cls is None:
@@ -114,6 +127,7 @@ def declaration(spec: UpsamplerSpec | nn.Module) -> Declaration:
         needs_pool_indices=bool(getattr(cls, "needs_pool_indices", False)),
         needs_guide=bool(getattr(cls, "needs_guide", False)),
         is_interpolation=bool(getattr(cls, "is_interpolation", False)),
+        options=_spec_options(spec),
     )
 
 
