@@ -53,9 +53,9 @@ class SegmentationModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         s = self.output_stride
-        pad_h, pad_w = (-h) % s, (-w) % s
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        # Always padded (by zero rows when the size fits): no branch on the input size, so that
+        # an exported graph with dynamic height and width handles every size.
+        x = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="replicate")
         features, indices = self.backbone(x)
         logits = self.head(self.decoder(features, indices))
         if self.decoder.output_stride > 1:

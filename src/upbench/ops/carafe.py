@@ -159,4 +159,32 @@ def carafe(
         (N, C, s*H, s*W). Differentiable w.r.t. ``features`` and ``masks`` (first order).
     """
     _check_args(features, masks, kernel_size, group_size, scale_factor)
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        return _carafe_graph(features, masks, kernel_size, group_size, scale_factor)
     return _Carafe.apply(features, masks, kernel_size, group_size, scale_factor)
+
+
+def _carafe_graph(
+    features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int
+) -> Tensor:
+    """The forward of :class:`_Carafe` in out-of-place ops, for the exporters (ONNX): the same
+    phase decomposition and summation order, so nothing larger than the (N, C, s*H, s*W)
+    output is built (the naive unfold is k^2 times that), and no Python int taken from a shape
+    enters a buffer size, so the graph takes any input size."""
+    k, s, groups = kernel_size, scale_factor, group_size
+    n, c, h, w = features.shape
+    pad = k // 2
+    padded = F.pad(features, (pad, pad, pad, pad)).reshape(n, groups, c // groups, h + 2 * pad, -1)
+    phase_masks = _phase_masks(masks, k * k, groups, s)
+    phases = []
+    for a in range(s):
+        for b in range(s):
+            acc = padded[..., :h, :w] * phase_masks[a, b, 0]
+            for t in range(1, k * k):
+                acc = (
+                    acc + padded[..., t // k : t // k + h, t % k : t % k + w] * phase_masks[a, b, t]
+                )
+            phases.append(acc)
+    # (s*s, N, G, C/G, H, W) -> (N, G, C/G, H, s, W, s) = (N, C, s*H, s*W)
+    out = torch.stack(phases).reshape(s, s, n, groups, c // groups, h, w)
+    return out.permute(2, 3, 4, 5, 0, 6, 1).reshape(n, c, s * h, s * w)
