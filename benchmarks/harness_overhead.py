@@ -49,7 +49,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from upbench.runner import NETWORK_OPTIONS, build_model
+from upbench.model import build_model
+from upbench.runner import NETWORK_OPTIONS
 from upbench.task import SegmentationTask
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from tests.helpers import ENV, ROOT, confusion_matrix
-from upbench.runner import build_model
+from upbench.model import build_model
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.helpers import CONF_DIR, compose_config, group_options
 from upbench.instantiate import instantiate
-from upbench.runner import build_model
+from upbench.model import build_model
 from upbench.validation import validate_config, validate_setup
 
 

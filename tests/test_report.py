@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 
 from tests.helpers import ROOT, TINY, compose_config
 from upbench.instantiate import instantiate
+from upbench.model import build_model
 from upbench.report import build_table, main, prediction_grids, scatter_plots, summary_markdown
 from upbench.report.table import Stat
 from upbench.results import write_results
-from upbench.runner import build_model
 from upbench.task import SegmentationTask
 
 UPSAMPLER_CONF = ROOT / "conf" / "upsampler"

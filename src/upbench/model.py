@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from upbench.instantiate import instantiate
 from upbench.upsamplers.base import UpsamplerSpec
+
+NETWORK_GROUPS = ("backbone", "decoder", "upsampler")
 
 
 class SegmentationModel(nn.Module):
@@ -63,3 +68,24 @@ class SegmentationModel(nn.Module):
             # logits, as the papers do.
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :h, :w]
+
+
+def network_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run's config that defines its network: the backbone, decoder and
+    upsampler nodes, as plain (resolved) containers that a checkpoint can store."""
+    return {
+        group: OmegaConf.to_container(node, resolve=True)
+        if OmegaConf.is_config(node := cfg[group])
+        else node
+        for group in NETWORK_GROUPS
+    }
+
+
+def build_model(cfg: Mapping[str, Any], num_classes: int) -> SegmentationModel:
+    """The network of a config (a run's whole config, or :func:`network_config` of it)."""
+    return SegmentationModel(
+        backbone=instantiate(cfg["backbone"]),
+        decoder=instantiate(cfg["decoder"]),
+        upsampler=cfg["upsampler"],
+        num_classes=num_classes,
+    )

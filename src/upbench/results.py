@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +57,29 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / RESULTS_FILE
     return json.loads(path.read_text())
+
+
+@contextmanager
+def recording(output_dir: str | Path, record: dict[str, Any], write: bool = True) -> Iterator[dict]:
+    """The lifecycle of a run's record: written as ``running`` on entry, then ``finished`` when
+    the block completes, ``interrupted`` on Ctrl-C or a Lightning shutdown (SystemExit), else
+    ``failed`` with the error; ``wall_time_s`` is the block's time. The exception propagates.
+    ``write=False`` keeps the record in memory only (DDP ranks other than 0)."""
+    start = time.perf_counter()
+    record["status"] = "running"
+    if write:
+        write_results(output_dir, record)
+    try:
+        yield record
+    except BaseException as error:
+        # Lightning turns SIGINT into SystemExit(1) and SIGTERM into SIGTERMException(SystemExit).
+        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+        record["status"] = "interrupted" if interrupted else "failed"
+        record["error"] = f"{type(error).__name__}: {error}"
+        raise
+    else:
+        record["status"] = "finished"
+    finally:
+        record["wall_time_s"] = time.perf_counter() - start
+        if write:
+            write_results(output_dir, record)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from rich.table import Table
 
 from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
-from upbench.model import SegmentationModel
-from upbench.results import RESULTS_FILE, read_results, write_results
+from upbench.model import network_config
+from upbench.results import RESULTS_FILE, read_results, recording
 from upbench.task import SegmentationTask
 from upbench.validation import (
     ConfigError,
@@ -46,30 +45,21 @@ def run_choices(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def build_model(cfg: DictConfig, num_classes: int) -> SegmentationModel:
-    return SegmentationModel(
-        backbone=instantiate(cfg.backbone),
-        decoder=instantiate(cfg.decoder),
-        upsampler=cfg.upsampler,
-        num_classes=num_classes,
-    )
-
-
 def build_task(cfg: DictConfig, datamodule) -> SegmentationTask:
-    """The LightningModule of ``cfg``: its network, loss, optimiser and schedule."""
+    """The LightningModule of ``cfg``, built from its config nodes so that its checkpoints
+    reload themselves (``SegmentationTask.load_from_checkpoint``)."""
     return SegmentationTask(
-        build_model(cfg, datamodule.num_classes),
+        network_config(cfg),
         num_classes=datamodule.num_classes,
         ignore_index=datamodule.ignore_index,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        loss=instantiate(
-            cfg.loss, num_classes=datamodule.num_classes, ignore_index=datamodule.ignore_index
-        ),
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler") or None,
+        loss=cfg.loss,
         class_names=datamodule.class_names,
         palette=datamodule.palette,
         channels_last=cfg.trainer.get("channels_last", False),
         compile=cfg.trainer.get("compile", False),
+        data=cfg.data,
     )
 
 
@@ -202,9 +192,55 @@ def _print_summary(record: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def _fit_and_test(
+    cfg: DictConfig, record: dict[str, Any], ckpt_path: str | None, loggers: list[Logger]
+) -> None:
+    """Build, fit and test into ``record``. The loggers are appended to ``loggers`` as soon as
+    they exist, so that the caller closes them whatever happens next."""
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        datamodule, task = seeded_setup(cfg)
+        validate_setup(cfg, datamodule, task.model)
+    except (ValueError, DatasetRootError) as error:
+        # A part refused the configuration while it was built (an upsampler option, a data
+        # folder that is not there): a refusal, reported like the config checks', not a crash.
+        raise ConfigError(str(error)) from error
+    record["params"] = {
+        "total": sum(p.numel() for p in task.model.parameters()),
+        "upsampler": sum(p.numel() for p in task.model.decoder.upsamplers().parameters()),
+    }
+    tags = [f"{group}:{name}" for group, name in record["choices"].items()]
+    tags += [f"seed:{cfg.seed}", *(cfg.get("tags") or [])]
+    loggers += _instantiate_loggers(cfg, tags)
+    for logger in loggers:
+        logger.log_hyperparams(record["config"])
+    trainer = instantiate_trainer(
+        cfg, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    record["metrics"] = _metrics(trainer, "val/")
+    trainer.test(task, datamodule=datamodule, verbose=False)
+    record["metrics"].update(_metrics(trainer, "test/"))
+    best_score = _best_score(trainer.checkpoint_callback)
+    if best_score is not None:
+        record["best_metrics"][cfg.optimized_metric] = best_score
+        trainer.test(
+            task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        )
+        record["best_metrics"].update(_metrics(trainer, "test/"))
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """``pl.Trainer`` of the ``trainer`` node, without the keys that configure the network."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in NETWORK_OPTIONS:
+        trainer_cfg.pop(key, None)
+    return instantiate(trainer_cfg, **kwargs)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit and test the configured model; returns ``cfg.optimized_metric`` for sweepers."""
-    start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Under DDP every rank runs this function; only rank 0 reads and writes results.json.
@@ -217,11 +253,9 @@ def train(cfg: DictConfig) -> float | None:
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
     validate_config(cfg, launcher=_multirun_launcher())
     ckpt_path = _resume_checkpoint(cfg, output_dir, unfinished=previous is not None)
-    choices = run_choices(cfg)
     record: dict[str, Any] = {
-        "status": "running",
         "error": None,
-        "choices": choices,
+        "choices": run_choices(cfg),
         "seed": cfg.seed,
         "metrics": {},
         "best_metrics": {},
@@ -230,59 +264,14 @@ def train(cfg: DictConfig) -> float | None:
         "output_dir": str(output_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    if is_main:
-        write_results(output_dir, record)
     loggers: list[Logger] = []
     try:
-        if cfg.get("num_threads"):
-            torch.set_num_threads(cfg.num_threads)
-        try:
-            datamodule, task = seeded_setup(cfg)
-            validate_setup(cfg, datamodule, task.model)
-        except (ValueError, DatasetRootError) as error:
-            # A part refused the configuration while it was built (an upsampler option, a data
-            # folder that is not there): a refusal, reported like the config checks', not a crash.
-            raise ConfigError(str(error)) from error
-        record["params"] = {
-            "total": sum(p.numel() for p in task.model.parameters()),
-            "upsampler": sum(p.numel() for p in task.model.decoder.upsamplers().parameters()),
-        }
-        tags = [f"{group}:{name}" for group, name in choices.items()] + [f"seed:{cfg.seed}"]
-        tags += list(cfg.get("tags") or [])
-        loggers = _instantiate_loggers(cfg, tags)
-        for logger in loggers:
-            logger.log_hyperparams(record["config"])
-        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-        for key in NETWORK_OPTIONS:
-            trainer_cfg.pop(key, None)
-        trainer: pl.Trainer = instantiate(
-            trainer_cfg, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
-        )
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        record["metrics"] = _metrics(trainer, "val/")
-        trainer.test(task, datamodule=datamodule, verbose=False)
-        record["metrics"].update(_metrics(trainer, "test/"))
-        checkpoint = trainer.checkpoint_callback
-        best_score = _best_score(checkpoint)
-        if best_score is not None:
-            record["best_metrics"][cfg.optimized_metric] = best_score
-            trainer.test(
-                task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-            )
-            record["best_metrics"].update(_metrics(trainer, "test/"))
-        record["status"] = "finished"
-    except BaseException as error:
-        # Lightning turns SIGINT into SystemExit(1) and SIGTERM into SIGTERMException(SystemExit).
-        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
-        record["status"] = "interrupted" if interrupted else "failed"
-        record["error"] = f"{type(error).__name__}: {error}"
-        if interrupted:
-            log.warning("Interrupted: resume with resume=true hydra.run.dir=%s", output_dir)
+        with recording(output_dir, record, write=is_main):
+            _fit_and_test(cfg, record, ckpt_path, loggers)
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("Interrupted: resume with resume=true hydra.run.dir=%s", output_dir)
         raise
     finally:
-        record["wall_time_s"] = time.perf_counter() - start
-        if is_main:
-            write_results(output_dir, record)
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish()

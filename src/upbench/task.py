@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from upbench.data.base import colorize
+from upbench.instantiate import instantiate
 from upbench.losses import SegmentationLoss
 from upbench.metrics import (
     BoundaryFScore,
@@ -21,6 +25,7 @@ from upbench.metrics import (
     ThinStructureRecall,
     TrimapMeanIoU,
 )
+from upbench.model import build_model
 
 # Every epoch value is logged already reduced across ranks (see _log_split_metrics), which is
 # what this warning asks for.
@@ -57,36 +62,70 @@ def _split_metrics(num_classes: int, ignore_index: int, evaluation: bool) -> Met
 class SegmentationTask(pl.LightningModule):
     """Training with a swappable loss, dataset-level mIoU / pixel accuracy on every split.
 
+    The network, loss, optimiser and schedule are each given either as an object or as its
+    config node (a mapping, as ``conf/`` writes it). Config nodes are stored in the checkpoint's
+    hyperparameters with the label space, so a checkpoint of a task built from configs (as
+    ``train.py`` builds it) reloads itself: ``SegmentationTask.load_from_checkpoint(path)``.
+
     Args:
-        model: the network, (N, C, H, W) -> (N, num_classes, H, W) logits.
+        model: the network, (N, C, H, W) -> (N, num_classes, H, W) logits, or the config of a
+            :class:`~upbench.model.SegmentationModel` (its ``backbone``, ``decoder`` and
+            ``upsampler`` nodes, :func:`upbench.model.network_config`).
         num_classes, ignore_index: label space of the dataset.
-        optimizer: ``params -> Optimizer`` (a ``_partial_`` Hydra node).
+        optimizer: ``params -> Optimizer`` (a ``_partial_`` Hydra node), or ``None`` for a task
+            that is only evaluated.
         scheduler: ``(optimizer, T_max) -> LRScheduler`` stepped every batch, with ``T_max`` the
             total number of training steps (cosine annealing by default), or ``None``.
-        loss: ``(logits, mask) -> scalar`` (the ``loss`` group, :mod:`upbench.losses`); ``None``
-            is plain cross-entropy.
+        loss: ``(logits, mask) -> scalar`` (the ``loss`` group, :mod:`upbench.losses`, whose node
+            is built with ``num_classes`` and ``ignore_index``); ``None`` is plain cross-entropy.
         class_names: per-class names for the per-class IoU at test time.
         palette: ``num_classes`` RGB colours for the prediction overlays.
         num_overlays: images of the first validation batch logged as image / truth / prediction.
         channels_last: run the network in NHWC memory format (faster convolutions on GPUs).
         compile: run the network through ``torch.compile``.
+        data: the config node of the data the task is trained on. Not used here: recorded in the
+            checkpoint, so that ``upbench.evaluate`` tests on the same data by default.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Mapping,
         num_classes: int,
-        optimizer: Callable,
-        scheduler: Callable | None = None,
-        loss: nn.Module | None = None,
+        optimizer: Callable | Mapping | None,
+        scheduler: Callable | Mapping | None = None,
+        loss: nn.Module | Mapping | None = None,
         ignore_index: int = 255,
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         num_overlays: int = 4,
         channels_last: bool = False,
         compile: bool = False,
+        data: Mapping | None = None,
     ):
         super().__init__()
+        configs = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "loss": loss}
+        self.save_hyperparameters(
+            {name: _plain(node) for name, node in configs.items() if isinstance(node, Mapping)}
+            | {
+                "num_classes": num_classes,
+                "ignore_index": ignore_index,
+                "class_names": None if class_names is None else list(class_names),
+                "palette": None if palette is None else [list(map(int, c)) for c in palette],
+                "num_overlays": num_overlays,
+                "channels_last": channels_last,
+                "compile": compile,
+                "data": None if data is None else _plain(data),
+            },
+            logger=False,  # the runner logs the whole run config
+        )
+        if isinstance(model, Mapping):
+            model = build_model(model, num_classes)
+        if isinstance(loss, Mapping):
+            loss = instantiate(loss, num_classes=num_classes, ignore_index=ignore_index)
+        if isinstance(optimizer, Mapping):
+            optimizer = instantiate(optimizer)
+        if isinstance(scheduler, Mapping):
+            scheduler = instantiate(scheduler)
         self.channels_last = channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -218,10 +257,7 @@ class SegmentationTask(pl.LightningModule):
 
     def colorize(self, labels: Tensor) -> Tensor:
         """(N, H, W) class ids -> (N, 3, H, W) uint8 colours; ignored pixels are white."""
-        valid = labels != self.ignore_index
-        colours = self.palette[labels.clamp(0, self.num_classes - 1)]
-        colours[~valid] = 255
-        return colours.permute(0, 3, 1, 2)
+        return colorize(labels, self.palette, self.ignore_index)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -233,6 +269,11 @@ class SegmentationTask(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _plain(node: Mapping) -> dict[str, Any]:
+    """A config node as plain containers, which a weights-only checkpoint load accepts."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
 def _default_palette(num_classes: int) -> Tensor:

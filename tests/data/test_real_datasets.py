@@ -23,7 +23,7 @@ from tests.helpers import compose_config
 from upbench.data.pets import val_indices
 from upbench.data.real import bitmap_palette
 from upbench.data.roots import ENV_VAR, DatasetRootError
-from upbench.runner import build_model
+from upbench.model import build_model
 from upbench.task import SegmentationTask
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"

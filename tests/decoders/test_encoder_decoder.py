@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.helpers import CONF_DIR, TINY, compose_config, group_options
-from upbench.runner import build_model
+from upbench.model import build_model
 from upbench.upsamplers.base import declaration
 
 BUILTIN = ("resnet", "inception", "mobilenet")

@@ -17,7 +17,16 @@ import os
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def colorize(labels: Tensor, palette: Tensor, ignore_index: int) -> Tensor:
+    """(N, H, W) class ids -> (N, 3, H, W) uint8 colours of ``palette`` (num_classes x 3 uint8);
+    ignored pixels are white."""
+    colours = palette[labels.clamp(0, len(palette) - 1)]
+    colours[labels == ignore_index] = 255
+    return colours.permute(0, 3, 1, 2)
 
 
 class SegmentationDataModule(pl.LightningDataModule):

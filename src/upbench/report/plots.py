@@ -13,12 +13,11 @@ matplotlib.use("Agg")  # files only: the report runs on headless machines and in
 import hydra  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from upbench.data.base import colorize  # noqa: E402
+from upbench.model import SegmentationModel, build_model  # noqa: E402
 from upbench.report.table import ReportTable, Row, varying_groups  # noqa: E402
-from upbench.runner import build_model  # noqa: E402
-from upbench.task import SegmentationTask  # noqa: E402
 
 ACCURACY = "test/mIoU"
 
@@ -120,20 +119,16 @@ def _checkpoint(record: Mapping[str, Any]) -> Path | None:
     return None
 
 
-def load_task(record: Mapping[str, Any], datamodule, checkpoint: Path) -> SegmentationTask:
-    """Rebuild a run's network from its resolved config and load a Lightning checkpoint."""
-    cfg = OmegaConf.create(record["config"])
-    task = SegmentationTask(
-        build_model(cfg, datamodule.num_classes),
-        num_classes=datamodule.num_classes,
-        optimizer=None,  # never trained here
-        ignore_index=datamodule.ignore_index,
-        class_names=datamodule.class_names,
-        palette=datamodule.palette,
-    )
+def load_network(
+    record: Mapping[str, Any], num_classes: int, checkpoint: Path
+) -> SegmentationModel:
+    """Rebuild a run's network from its recorded config and load its weights from a Lightning
+    checkpoint (the task's ``model.`` entries), for inference only."""
+    network = build_model(record["config"], num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    task.load_state_dict(state)
-    return task.eval()
+    prefix = "model."
+    network.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return network.eval()
 
 
 def first_test_batch(datamodule, count: int) -> dict[str, Tensor]:
@@ -181,12 +176,18 @@ def prediction_grids(
         datamodule = hydra.utils.instantiate(entries[0][1]["config"]["data"])
         batch = first_test_batch(datamodule, count)
         columns: list[tuple[str, Tensor]] = []
+        palette = torch.tensor(datamodule.palette, dtype=torch.uint8)
         for row, record, checkpoint in entries:
-            task = load_task(record, datamodule, checkpoint)
+            network = load_network(record, datamodule.num_classes, checkpoint)
             with torch.no_grad():
-                preds = task(batch["image"]).argmax(dim=1)
-            columns.append((f"{_label(row, varying)}\n({checkpoint.stem})", task.colorize(preds)))
-        truth = task.colorize(batch["mask"])
+                preds = network(batch["image"]).argmax(dim=1)
+            columns.append(
+                (
+                    f"{_label(row, varying)}\n({checkpoint.stem})",
+                    colorize(preds, palette, datamodule.ignore_index),
+                )
+            )
+        truth = colorize(batch["mask"], palette, datamodule.ignore_index)
         n = len(batch["image"])
         fig, axes = plt.subplots(
             n, 2 + len(columns), figsize=(2 * (2 + len(columns)), 2 * n), squeeze=False
