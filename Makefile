@@ -16,7 +16,7 @@ install: $(STAMP)
 # Re-installs only when pyproject.toml changes, so repeated make calls cost nothing.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,brain]'
+	$(PY) -m pip install --quiet -e '.[dev,brain,deploy]'
 	touch $(STAMP)
 
 train: install
@@ -47,3 +47,4 @@ bench: install
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/upsamplers.py
 	$(PY) benchmarks/carafe_op.py
+	$(PY) benchmarks/deploy.py

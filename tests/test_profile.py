@@ -162,3 +162,14 @@ def test_cli_positional_shape_and_names(capsys):
 def test_cli_rejects_bad_arguments(argv):
     with pytest.raises((SystemExit, ValueError)):
         main([*argv, "--repeats", "1"])
+
+
+@pytest.mark.parametrize("name", ["maxunpool", "sapa"])
+def test_onnx_column_times_the_exported_module_in_onnx_runtime(name, capsys):
+    """Multi-input upsamplers (indices, a guide) export too; the column is off by default."""
+    pytest.importorskip("onnxruntime")
+    result = profile_upsampler(name, (N, 16, H, W), S, onnx=True, **FAST)
+    assert result["latency_ort_ms"] > 0
+    assert profile_upsampler(name, (N, 16, H, W), S, **FAST)["latency_ort_ms"] is None
+    main([f"upsampler={name}", "--shape", str(N), "16", str(H), str(W), "--onnx", "--repeats", "1"])
+    assert "ORT fwd ms" in capsys.readouterr().out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -268,14 +269,17 @@ def profile_upsampler(
     repeats: int = 20,
     warmup: int = 3,
     conf_dir: Path = UPSAMPLER_CONF_DIR,
+    onnx: bool = False,
 ) -> dict[str, Any]:
     """Profile one upsampler on an (N, C, H, W) input at ``scale``, with in = out = C channels.
 
     Returns a dict with ``upsampler``, ``shape``, ``scale``, ``device``, ``params``, ``flops``
     (total), ``flops_counted`` (FlopCounterMode), ``flops_hand`` (``{term: FLOPs}``),
     ``latency_fwd_ms`` and ``latency_fwd_bwd_ms`` (medians), ``peak_memory_bytes`` with
-    ``memory_method``, and ``skipped`` (``None``, or why the upsampler cannot run at ``scale``;
-    the measurements are then ``None``).
+    ``memory_method``, ``latency_ort_ms`` (with ``onnx`` on the CPU: the module exported by
+    :func:`upbench.export.export_onnx` at this shape, median ONNX Runtime run with as many
+    threads as torch uses; else ``None``), and ``skipped`` (``None``, or why the upsampler
+    cannot run at ``scale``; the measurements are then ``None``).
     """
     if len(shape) != 4 or not all(isinstance(v, int) and v >= 1 for v in shape):
         raise ValueError(f"shape must be four positive ints N C H W, got {list(shape)}")
@@ -296,6 +300,7 @@ def profile_upsampler(
         "flops_hand": {},
         "latency_fwd_ms": None,
         "latency_fwd_bwd_ms": None,
+        "latency_ort_ms": None,
         "peak_memory_bytes": None,
         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
     }
@@ -329,6 +334,8 @@ def profile_upsampler(
             module(*args, **kwargs)
 
     result["latency_fwd_ms"] = median_latency_ms(forward, device, repeats, warmup)
+    if onnx and device.type == "cpu":
+        result["latency_ort_ms"] = _ort_latency_ms(module, args, kwargs, repeats, warmup)
 
     module.train()
     x = args[0].detach().requires_grad_(True)
@@ -354,6 +361,16 @@ def profile_upsampler(
     return result
 
 
+def _ort_latency_ms(
+    module: nn.Module, args: tuple, kwargs: dict, repeats: int, warmup: int
+) -> float:
+    from upbench.export import export_onnx, ort_latency_ms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(module, args, Path(tmp) / "upsampler.onnx", kwargs=kwargs).path
+        return ort_latency_ms(path, args, torch.get_num_threads(), repeats, warmup)
+
+
 def profile_all(
     names: Sequence[str | Mapping] | None = None,
     shape: Sequence[int] = DEFAULT_SHAPE,
@@ -362,11 +379,13 @@ def profile_all(
     repeats: int = 20,
     warmup: int = 3,
     conf_dir: Path = UPSAMPLER_CONF_DIR,
+    onnx: bool = False,
 ) -> list[dict[str, Any]]:
     """:func:`profile_upsampler` for each of ``names`` (default: every conf/upsampler/*.yaml)."""
     names = list(names) if names is not None else upsampler_names(conf_dir)
     return [
-        profile_upsampler(name, shape, scale, device, repeats, warmup, conf_dir) for name in names
+        profile_upsampler(name, shape, scale, device, repeats, warmup, conf_dir, onnx)
+        for name in names
     ]
 
 
@@ -414,7 +433,9 @@ def profile_table(results: Sequence[Mapping[str, Any]]) -> Table:
         f"in = out = {c} channels, on {first['device']}",
         caption_justify="left",
     )
-    for column in ("upsampler", "params", "FLOPs", "fwd ms", "fwd+bwd ms", "peak MiB"):
+    onnx = any(result["latency_ort_ms"] is not None for result in results)
+    columns = ["upsampler", "params", "FLOPs", "fwd ms", "fwd+bwd ms", "peak MiB"]
+    for column in columns + (["ORT fwd ms"] if onnx else []):
         table.add_column(column, justify="left" if column == "upsampler" else "right")
     for result in results:
         if result["skipped"]:
@@ -428,6 +449,7 @@ def profile_table(results: Sequence[Mapping[str, Any]]) -> Table:
             format_ms(result["latency_fwd_ms"]),
             format_ms(result["latency_fwd_bwd_ms"]),
             format_mib(result["peak_memory_bytes"]),
+            *([format_ms(result["latency_ort_ms"])] if onnx else []),
         )
     table.caption = (
         hand_count_footnote(results)
@@ -453,6 +475,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--conf-dir", type=Path, default=UPSAMPLER_CONF_DIR)
+    parser.add_argument(
+        "--onnx", action="store_true", help="add ONNX Runtime forward latency (CPU)"
+    )
     args = parser.parse_args(argv)
     names: list[str] = []
     numbers: list[int] = []
@@ -473,6 +498,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--all profiles every upsampler: drop upsampler=... or --all")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available here")
+    if args.onnx and args.device != "cpu":
+        parser.error("--onnx times ONNX Runtime's CPU provider: use it with --device cpu")
     args.names = names or None
     args.shape = tuple(args.shape or DEFAULT_SHAPE)
     args.scale = args.scale or DEFAULT_SCALE
@@ -482,7 +509,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = _parse_args(argv)
     results = profile_all(
-        args.names, args.shape, args.scale, args.device, args.repeats, args.warmup, args.conf_dir
+        args.names,
+        args.shape,
+        args.scale,
+        args.device,
+        args.repeats,
+        args.warmup,
+        args.conf_dir,
+        args.onnx,
     )
     Console().print(profile_table(results))
     return results

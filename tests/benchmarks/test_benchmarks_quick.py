@@ -102,8 +102,24 @@ def check_converged_run(out: str) -> None:
         assert cells[2] in ("True", "False", "None")
 
 
+def check_deploy(out: str) -> None:
+    tables = [t for t in out.split("\n\n") if t.startswith("Deploy")]
+    # The upsampler alone at the quick shape, then the whole segmenter.
+    assert [t.split(":")[1].split()[0] for t in tables] == ["upsampler", "whole"]
+    for table in tables:
+        lines = table.splitlines()
+        assert lines[1].split() == ["upsampler", "eager", "ms", "ORT", "ms", "ratio"]
+        rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+        assert set(rows) == {"resize_conv", "carafe"}
+        for name, cells in rows.items():
+            eager, ort, ratio = map(positive, cells)
+            # Times are printed to 3 significant digits.
+            assert ratio == pytest.approx(ort / eager, rel=0.05), name
+
+
 CHECKS = {
     "converged_run.py": check_converged_run,
+    "deploy.py": check_deploy,
     "harness_overhead.py": check_harness_overhead,
     "upsamplers.py": check_upsamplers,
     "data_throughput.py": check_data_throughput,

@@ -16,6 +16,8 @@ phase every output pixel of a block reads the same k x k window, so the phase is
 products of input-resolution tensors (a shifted view of the zero-padded features times one mask
 tap). Forward and backward are written out in a custom autograd Function that saves only the
 padded features and the masks, so nothing of size C*k^2 at either resolution is ever allocated.
+Under ONNX export the same result comes from a short graph (:func:`_carafe_graph`), whose
+largest tensor is the input-resolution unfold, 1/s^2 of the naive one.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def carafe(
         (N, C, s*H, s*W). Differentiable w.r.t. ``features`` and ``masks`` (first order).
     """
     _check_args(features, masks, kernel_size, group_size, scale_factor)
+    # The exporters cannot look inside a custom autograd.Function (and its in-place
+    # accumulation would be traced with the example's sizes), so export takes the graph form.
     if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
         return _carafe_graph(features, masks, kernel_size, group_size, scale_factor)
     return _Carafe.apply(features, masks, kernel_size, group_size, scale_factor)
@@ -167,24 +171,20 @@ def carafe(
 def _carafe_graph(
     features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int
 ) -> Tensor:
-    """The forward of :class:`_Carafe` in out-of-place ops, for the exporters (ONNX): the same
-    phase decomposition and summation order, so nothing larger than the (N, C, s*H, s*W)
-    output is built (the naive unfold is k^2 times that), and no Python int taken from a shape
-    enters a buffer size, so the graph takes any input size."""
+    """CARAFE in a few traceable ops, for the exporters (ONNX); equal to :class:`_Carafe`.
+
+    The k x k windows are unfolded at input resolution, (N, G, H, W, C/G, k^2): 1/s^2 of the
+    naive (N, C*k^2, s*H, s*W) unfold. Each input pixel's window is then contracted with the
+    kernels of its s x s output pixels by one batched matmul, (C/G, k^2) @ (k^2, s^2), which
+    builds no product tensor. No size taken from a shape enters a constant, so the graph takes
+    any input size, and it has a handful of nodes rather than the s^2 * k^2 of the eager loop.
+    """
     k, s, groups = kernel_size, scale_factor, group_size
     n, c, h, w = features.shape
-    pad = k // 2
-    padded = F.pad(features, (pad, pad, pad, pad)).reshape(n, groups, c // groups, h + 2 * pad, -1)
-    phase_masks = _phase_masks(masks, k * k, groups, s)
-    phases = []
-    for a in range(s):
-        for b in range(s):
-            acc = padded[..., :h, :w] * phase_masks[a, b, 0]
-            for t in range(1, k * k):
-                acc = (
-                    acc + padded[..., t // k : t // k + h, t % k : t % k + w] * phase_masks[a, b, t]
-                )
-            phases.append(acc)
-    # (s*s, N, G, C/G, H, W) -> (N, G, C/G, H, s, W, s) = (N, C, s*H, s*W)
-    out = torch.stack(phases).reshape(s, s, n, groups, c // groups, h, w)
-    return out.permute(2, 3, 4, 5, 0, 6, 1).reshape(n, c, s * h, s * w)
+    windows = F.unfold(features, k, padding=k // 2).reshape(n, groups, c // groups, k * k, h, w)
+    windows = windows.permute(0, 1, 4, 5, 2, 3)
+    # (N, G*k^2, s*H, s*W) -> (N, G, H, W, k^2, s*s)
+    kernels = masks.reshape(n, groups, k * k, h, s, w, s).permute(0, 1, 3, 5, 2, 4, 6)
+    out = windows @ kernels.reshape(n, groups, h, w, k * k, s * s)  # (N, G, H, W, C/G, s*s)
+    out = out.reshape(n, groups, h, w, c // groups, s, s).permute(0, 1, 4, 2, 5, 3, 6)
+    return out.reshape(n, c, s * h, s * w)

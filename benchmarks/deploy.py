@@ -1,0 +1,133 @@
+"""Deployed cost: ONNX Runtime (CPU provider) vs eager PyTorch forward time, per upsampler.
+
+Each conf/upsampler/*.yaml is measured twice:
+
+- alone, at the two shapes of benchmarks/upsamplers.py, (2, 256, 64, 64) and (8, 64, 32, 32),
+  scale x2 (:func:`upbench.profile.profile_upsampler` with ``onnx=True``: the module exported
+  with static shapes by :func:`upbench.export.export_onnx`);
+- inside the whole default segmenter (built-in ResNet, U-Net), on a batch of 8 images of
+  64 x 64 px, exported as ``python -m upbench.export`` exports it.
+
+Times are medians after warm-up, in eval mode without autograd, with the same number of CPU
+threads on both sides. The ratio is ORT / eager: below 1, the deployed model is faster.
+
+    python benchmarks/deploy.py
+    python benchmarks/deploy.py --quick     # tiny shapes and two upsamplers, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from upbench.conf import conf_dir
+from upbench.export import export_onnx, ort_latency_ms
+from upbench.instantiate import instantiate
+from upbench.model import build_model
+from upbench.profile import format_ms, median_latency_ms, profile_all, upsampler_names
+
+SHAPES = ((2, 256, 64, 64), (8, 64, 32, 32))
+SEGMENTER_INPUT = (8, 3, 64, 64)
+QUICK_SHAPES = ((2, 16, 8, 8),)
+QUICK_SEGMENTER_INPUT = (2, 3, 32, 32)
+QUICK_UPSAMPLERS = ("resize_conv", "carafe")
+SCALE = 2
+
+
+def segmenter_latencies(
+    name: str, shape: Sequence[int], threads: int, repeats: int, warmup: int
+) -> tuple[float, float]:
+    """(eager ms, ORT ms) of the default segmenter with upsampler ``name`` on ``shape``."""
+    overrides = [f"upsampler={name}", f"data.image_size={shape[-1]}"]
+    if name == "maxunpool":
+        overrides.append("backbone.downsample=maxpool")
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg, instantiate(cfg.data).num_classes).eval()
+    image = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(image)
+
+    eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, image, Path(tmp) / "segmenter.onnx").path
+        ort = ort_latency_ms(path, [image], threads, repeats, warmup)
+    return eager, ort
+
+
+def render(title: str, header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            f"{cell:<{widths[i]}}" if i == 0 else f"{cell:>{widths[i]}}"
+            for i, cell in enumerate(cells)
+        )
+
+    return "\n".join([title, line(header), "-" * len(line(header)), *map(line, lines)])
+
+
+def ratio(ort: float | None, eager: float | None) -> str:
+    return "-" if ort is None or not eager else f"{ort / eager:.3g}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, two upsamplers")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads on both sides")
+    parser.add_argument("--upsamplers", nargs="+", help="conf/upsampler names (default: all)")
+    args = parser.parse_args()
+    shapes, segmenter_input = SHAPES, SEGMENTER_INPUT
+    names = args.upsamplers or upsampler_names()
+    if args.quick:
+        shapes, segmenter_input = QUICK_SHAPES, QUICK_SEGMENTER_INPUT
+        names = args.upsamplers or list(QUICK_UPSAMPLERS)
+        args.repeats, args.warmup = 2, 1
+    torch.set_num_threads(args.threads)
+    header = ["upsampler", "eager ms", "ORT ms", "ratio"]
+    for shape in shapes:
+        rows = profile_all(names, shape, SCALE, "cpu", args.repeats, args.warmup, onnx=True)
+        lines = [
+            [row["upsampler"], f"skipped: {row['skipped']}", "", ""]
+            if row["skipped"]
+            else [
+                row["upsampler"],
+                format_ms(row["latency_fwd_ms"]),
+                format_ms(row["latency_ort_ms"]),
+                ratio(row["latency_ort_ms"], row["latency_fwd_ms"]),
+            ]
+            for row in rows
+        ]
+        n, c, h, w = shape
+        title = (
+            f"Deploy: upsampler alone x{SCALE} at (N={n}, C={c}, H={h}, W={w}), "
+            f"{args.threads} CPU threads, ratio = ORT / eager"
+        )
+        print(render(title, header, lines), end="\n\n")
+    lines = []
+    for name in names:
+        eager, ort = segmenter_latencies(
+            name, segmenter_input, args.threads, args.repeats, args.warmup
+        )
+        lines.append([name, format_ms(eager), format_ms(ort), ratio(ort, eager)])
+    n, c, h, w = segmenter_input
+    title = (
+        f"Deploy: whole segmenter (resnet / unet) on (N={n}, C={c}, H={h}, W={w}), "
+        f"{args.threads} CPU threads, ratio = ORT / eager"
+    )
+    print(render(title, header, lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
