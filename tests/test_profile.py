@@ -16,6 +16,7 @@ from upbench.profile import (
     main,
     profile_upsampler,
 )
+from upbench.upsamplers.base import Upsampler
 
 N, C, H, W, S = 1, 4, 5, 6, 2
 FAST = {"repeats": 1, "warmup": 0}
@@ -35,8 +36,10 @@ def test_resize_conv_is_conv_plus_bilinear_interpolation():
     assert result["params"] == 9 * C * C + C
 
 
-class CARAFE(nn.Module):
-    """Minimal CARAFE (Wang et al., ICCV 2019) with the reassembly written two ways."""
+class CARAFE(Upsampler):
+    """Minimal CARAFE (Wang et al., ICCV 2019) with the reassembly written two ways: products
+    and a sum, which FlopCounterMode does not see (so the method declares them), or an einsum,
+    which lowers to a bmm that it counts (so the method declares nothing)."""
 
     def __init__(self, channels: int, scale: int, k_up: int, k_enc: int, reassembly: str):
         super().__init__()
@@ -54,6 +57,12 @@ class CARAFE(nn.Module):
         if self.reassembly == "einsum":
             return torch.einsum("nckhw,nkhw->nchw", patches, kernels)
         return (patches * kernels.unsqueeze(1)).sum(dim=2)
+
+    def analytic_flops(self, x_shape):
+        if self.reassembly == "einsum":
+            return {}
+        n, c, h, w = x_shape
+        return {"carafe_reassembly": 2 * self.k_up**2 * c * self.scale**2 * h * w * n}
 
 
 @pytest.mark.parametrize("reassembly", ["mul_sum", "einsum"])
@@ -77,28 +86,29 @@ def test_carafe_reference_counts_encoder_softmax_and_reassembly_once(reassembly)
         assert flops.counted == convs
 
 
-@pytest.mark.skipif(
-    not (UPSAMPLER_CONF_DIR / "carafe.yaml").is_file(), reason="conf/upsampler/carafe.yaml absent"
-)
-def test_project_carafe_total_is_flop_counter_plus_reassembly():
-    from hydra.utils import instantiate
+@pytest.mark.parametrize("name", ["carafe", "fade", "sapa"])
+def test_reassembling_methods_add_their_declared_flops_to_the_counters(name):
+    """CARAFE, FADE and SAPA: FlopCounterMode's count (their convolutions) + softmax + the k_up^2
+    MACs per output element of the reassembly (+ SAPA's embedding dot products)."""
     from omegaconf import OmegaConf
 
-    module = instantiate(
-        OmegaConf.load(UPSAMPLER_CONF_DIR / "carafe.yaml"), in_channels=C, out_channels=C, scale=S
-    )
+    from upbench.upsamplers.base import build_upsampler
+
+    cfg = OmegaConf.load(UPSAMPLER_CONF_DIR / f"{name}.yaml")
+    module = build_upsampler(cfg, C, C, S, guide_channels=C)
+    x, guide = torch.randn(N, C, H, W), torch.randn(N, C, S * H, S * W)
     with torch.no_grad(), FlopCounterMode(display=False) as plain:
-        module(torch.randn(N, C, H, W))
-    result = profile_upsampler("carafe", (N, C, H, W), S, **FAST)
-    k_up = module.k_up
-    reassembly = 2 * k_up**2 * C * S * H * S * W * N
-    softmax = result["flops_hand"].get("_softmax", 0)
-    assert softmax in (0, SOFTMAX_FLOPS * N * k_up**2 * S * H * S * W)
-    if "carafe_reassembly" in result["flops_hand"]:
-        assert result["flops_hand"]["carafe_reassembly"] == reassembly
-        assert result["flops"] == plain.get_total_flops() + reassembly + softmax
-    else:  # a matmul reassembly is inside FlopCounterMode's own count
-        assert result["flops"] == plain.get_total_flops() + softmax
+        module(x, guide) if name != "carafe" else module(x)
+    result = profile_upsampler(name, (N, C, H, W), S, **FAST)
+    out_elements = N * C * S * H * S * W
+    expected = {
+        "carafe_reassembly": 2 * module.k_up**2 * out_elements,
+        "_softmax": SOFTMAX_FLOPS * N * module.k_up**2 * S * H * S * W,
+    }
+    if name == "sapa":
+        expected["sapa_similarity"] = 2 * cfg.embedding_dim * module.k_up**2 * N * S * H * S * W
+    assert result["flops_hand"] == expected
+    assert result["flops"] == plain.get_total_flops() + sum(expected.values())
 
 
 class GridSampleUp(nn.Module):

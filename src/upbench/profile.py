@@ -36,7 +36,7 @@ from rich.table import Table
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from upbench.upsamplers.base import build_upsampler, declaration
+from upbench.upsamplers.base import Upsampler, build_upsampler, declaration
 
 UPSAMPLER_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "upsampler"
 DEFAULT_SHAPE = (2, 64, 32, 32)
@@ -61,10 +61,8 @@ HAND_COUNT_NOTES = {
     ),
     "_softmax": f"softmax {SOFTMAX_FLOPS} FLOPs/element",
     "carafe_reassembly": "CARAFE reassembly 2*k_up^2*C*sH*sW FLOPs per image",
+    "sapa_similarity": "SAPA similarities 2*m*k_up^2*sH*sW FLOPs per image (m = embedding)",
 }
-
-# Ops whose FLOPs FlopCounterMode itself counts; a reassembly done with them is not re-added.
-_MATMUL_OPS = (aten.mm, aten.bmm, aten.addmm, aten.baddbmm)
 
 
 def _per_output_element(flops: int) -> Callable[..., int]:
@@ -92,36 +90,23 @@ HAND_OP_FORMULAS = {
 }
 
 
-def carafe_reassembly_flops(k_up: int, channels: int, out_h: int, out_w: int, batch: int) -> int:
-    """CARAFE (Wang et al., ICCV 2019, eq. 3): every output value is a k_up x k_up weighted sum,
-    so the reassembly costs k_up^2 MACs = 2*k_up^2 FLOPs per output element of (N, C, sH, sW)."""
-    return 2 * k_up**2 * channels * out_h * out_w * batch
-
-
-# Attribute names under which a CARAFE module may expose its reassembly kernel size.
-_K_UP_ATTRIBUTES = ("k_up", "up_kernel", "kernel_up", "up_kernel_size")
-
-
-def _is_carafe(module: nn.Module) -> bool:
-    return "carafe" in type(module).__name__.lower()
-
-
-def _k_up(module: nn.Module) -> int:
-    for name in _K_UP_ATTRIBUTES:
-        if isinstance(getattr(module, name, None), int):
-            return getattr(module, name)
-    raise AttributeError(
-        f"{type(module).__name__} looks like CARAFE but exposes none of {_K_UP_ATTRIBUTES}: "
-        "store the reassembly kernel size as `self.k_up` so its FLOPs can be counted"
+def _declares_flops(module: nn.Module) -> bool:
+    return (
+        isinstance(module, Upsampler)
+        and type(module).analytic_flops is not Upsampler.analytic_flops
     )
 
 
 class FlopCount:
     """Forward FLOPs of a module: ``FlopCounterMode``'s count plus the hand counts.
 
+    Hand counts are the formulas of :data:`HAND_OP_FORMULAS` (resampling and softmax ops,
+    wherever they run) and what each upsampler inside declares with
+    :meth:`~upbench.upsamplers.base.Upsampler.analytic_flops` for the shape it is called on.
+
     Attributes after the ``with`` block:
         counted: FLOPs counted by ``FlopCounterMode`` (convolutions, matrix products).
-        hand: ``{term: FLOPs}`` added by the formulas of this module (see ``HAND_COUNT_NOTES``).
+        hand: ``{term: FLOPs}`` added by the formulas (see ``HAND_COUNT_NOTES``).
         total: ``counted + sum(hand.values())``.
     """
 
@@ -131,36 +116,19 @@ class FlopCount:
         self.hand: dict[str, int] = {}
         self._mode = FlopCounterMode(display=False, custom_mapping=HAND_OP_FORMULAS)
         self._handles: list[Any] = []
-        self._carafe_depth = 0
-        self._matmul_before = 0
 
     @property
     def total(self) -> int:
         return self.counted + sum(self.hand.values())
 
-    def _matmul_flops(self) -> int:
-        counts = self._mode.flop_counts["Global"]
-        return sum(counts.get(op, 0) for op in _MATMUL_OPS)
-
-    def _pre_hook(self, module: nn.Module, args: Any) -> None:
-        self._carafe_depth += 1
-        if self._carafe_depth == 1:
-            self._matmul_before = self._matmul_flops()
-
-    def _post_hook(self, module: nn.Module, args: Any, out: Tensor) -> None:
-        self._carafe_depth -= 1
-        # Only the outermost CARAFE module counts, and only when its reassembly was not a matmul
-        # (an einsum reassembly lowers to bmm, which FlopCounterMode already counted).
-        if self._carafe_depth == 0 and self._matmul_flops() == self._matmul_before:
-            n, c, h, w = out.shape
-            flops = carafe_reassembly_flops(_k_up(module), c, h, w, n)
-            self.hand["carafe_reassembly"] = self.hand.get("carafe_reassembly", 0) + flops
+    def _add_declared(self, module: Upsampler, args: tuple) -> None:
+        for term, flops in module.analytic_flops(tuple(args[0].shape)).items():
+            self.hand[term] = self.hand.get(term, 0) + flops
 
     def __enter__(self) -> FlopCount:
         for sub in self.module.modules():
-            if _is_carafe(sub):
-                self._handles.append(sub.register_forward_pre_hook(self._pre_hook))
-                self._handles.append(sub.register_forward_hook(self._post_hook))
+            if _declares_flops(sub):
+                self._handles.append(sub.register_forward_pre_hook(self._add_declared))
         self._mode.__enter__()
         return self
 

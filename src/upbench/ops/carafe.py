@@ -143,6 +143,14 @@ class _Carafe(torch.autograd.Function):
         return grad_features, grad_masks, None, None, None
 
 
+def carafe_flops(batch: int, channels: int, kernel_size: int, out_h: int, out_w: int) -> int:
+    """FLOPs of :func:`carafe` (Wang et al., Eq. 3): every output value is a k x k weighted sum,
+    k^2 MACs = 2 k^2 FLOPs per element of the (N, C, s*H, s*W) output. ``FlopCounterMode``
+    sees none of them (the op is element-wise products), so the methods that call it declare
+    them (:meth:`upbench.upsamplers.base.Upsampler.analytic_flops`)."""
+    return 2 * kernel_size**2 * batch * channels * out_h * out_w
+
+
 def carafe(
     features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int
 ) -> Tensor:

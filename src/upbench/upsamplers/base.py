@@ -25,7 +25,7 @@ not subclass :class:`Upsampler` (a lambda in a notebook) is taken to need nothin
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -70,6 +70,13 @@ class Upsampler(nn.Module):
     def supported_scales(cls, in_channels: int, **options: Any) -> Container[int]:
         """The scales this method accepts with these options (any integer factor by default)."""
         return ANY_SCALE
+
+    def analytic_flops(self, x_shape: Sequence[int]) -> dict[str, int]:
+        """``{term: FLOPs}`` of one forward on an x of ``x_shape`` that
+        ``torch.utils.flop_counter`` cannot see, since it counts convolutions and matrix
+        products only (CARAFE's reassembly, SAPA's similarities). The profiler adds them; the
+        interpolation, grid-sample and softmax ops are counted there for every method."""
+        return {}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from upbench.ops.carafe import carafe
+from upbench.ops.carafe import carafe, carafe_flops
 from upbench.upsamplers._common import check_channels, check_odd_kernel, check_scale
 from upbench.upsamplers.base import Upsampler, channel_projection
 
@@ -89,6 +91,11 @@ class CARAFE(Upsampler):
         n, _, h, w = logits.shape
         taps = self.k_up * self.k_up
         return logits.view(n, self.group_size, taps, h, w).softmax(2).view(n, -1, h, w)
+
+    def analytic_flops(self, x_shape: Sequence[int]) -> dict[str, int]:
+        n, c, h, w = x_shape
+        s = self.scale
+        return {"carafe_reassembly": carafe_flops(n, c, self.k_up, s * h, s * w)}
 
     def forward(self, x: Tensor) -> Tensor:
         # Under autocast the encoder may return a lower precision than x; the op needs one dtype.

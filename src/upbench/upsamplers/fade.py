@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from upbench.ops.carafe import carafe
+from upbench.ops.carafe import carafe, carafe_flops
 from upbench.upsamplers._common import check_channels, check_odd_kernel
 from upbench.upsamplers.base import Scales, Upsampler, channel_projection, only
 
@@ -107,6 +109,10 @@ class FADE(Upsampler):
             low, scale_factor=_SCALE, mode="nearest"
         )
         return logits.softmax(1)
+
+    def analytic_flops(self, x_shape: Sequence[int]) -> dict[str, int]:
+        n, c, h, w = x_shape
+        return {"carafe_reassembly": carafe_flops(n, c, self.k_up, _SCALE * h, _SCALE * w)}
 
     def forward(self, x: Tensor, guide: Tensor) -> Tensor:
         if guide.shape[-2:] != (_SCALE * x.shape[-2], _SCALE * x.shape[-1]):

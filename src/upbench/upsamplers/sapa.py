@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from upbench.ops.carafe import carafe
+from upbench.ops.carafe import carafe, carafe_flops
 from upbench.upsamplers._common import check_channels, check_odd_kernel, check_scale
 from upbench.upsamplers.base import Upsampler, channel_projection
 
@@ -96,6 +97,16 @@ class SAPA(Upsampler):
             for dx in range(self.k_up)
         ]
         return torch.stack(taps, 1).view(n, self.k_up * self.k_up, s * h, s * w)
+
+    def analytic_flops(self, x_shape: Sequence[int]) -> dict[str, int]:
+        n, c, h, w = x_shape
+        s, taps = self.scale, self.k_up * self.k_up
+        # Each of the k_up^2 similarities of an output pixel is an embedding_dim dot product.
+        similarity = 2 * self.query.out_channels * taps * n * s * h * s * w
+        return {
+            "sapa_similarity": similarity,
+            "carafe_reassembly": carafe_flops(n, c, self.k_up, s * h, s * w),
+        }
 
     def forward(self, x: Tensor, guide: Tensor) -> Tensor:
         if guide.shape[-2:] != (self.scale * x.shape[-2], self.scale * x.shape[-1]):
