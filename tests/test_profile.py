@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.helpers import CONF_DIR
 from upbench.profile import (
     BILINEAR_FLOPS,
     SOFTMAX_FLOPS,
-    UPSAMPLER_CONF_DIR,
     FlopCount,
     main,
     profile_upsampler,
@@ -94,7 +94,7 @@ def test_reassembling_methods_add_their_declared_flops_to_the_counters(name):
 
     from upbench.upsamplers.base import build_upsampler
 
-    cfg = OmegaConf.load(UPSAMPLER_CONF_DIR / f"{name}.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "upsampler" / f"{name}.yaml")
     module = build_upsampler(cfg, C, C, S, guide_channels=C)
     x, guide = torch.randn(N, C, H, W), torch.randn(N, C, S * H, S * W)
     with torch.no_grad(), FlopCounterMode(display=False) as plain:

@@ -36,9 +36,9 @@ from rich.table import Table
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from upbench.conf import conf_dir as project_conf_dir
 from upbench.upsamplers.base import Upsampler, build_upsampler, declaration
 
-UPSAMPLER_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "upsampler"
 DEFAULT_SHAPE = (2, 64, 32, 32)
 DEFAULT_SCALE = 2
 
@@ -146,10 +146,16 @@ class FlopCount:
                 self.counted += flops
 
 
-def load_upsampler_config(name_or_cfg: str | Mapping, conf_dir: Path = UPSAMPLER_CONF_DIR):
+def upsampler_conf_dir(conf_dir: Path | None = None) -> Path:
+    """``conf_dir``, else the project's ``conf/upsampler`` (:func:`upbench.conf.conf_dir`)."""
+    return Path(conf_dir) if conf_dir is not None else project_conf_dir() / "upsampler"
+
+
+def load_upsampler_config(name_or_cfg: str | Mapping, conf_dir: Path | None = None):
     """``"carafe"`` -> ``(name, conf/upsampler/carafe.yaml)``; a config node passes through."""
     if isinstance(name_or_cfg, str):
-        path = Path(conf_dir) / f"{name_or_cfg}.yaml"
+        conf_dir = upsampler_conf_dir(conf_dir)
+        path = conf_dir / f"{name_or_cfg}.yaml"
         if not path.is_file():
             options = ", ".join(upsampler_names(conf_dir))
             raise ValueError(f"no upsampler config {path}; available: {options}")
@@ -160,8 +166,8 @@ def load_upsampler_config(name_or_cfg: str | Mapping, conf_dir: Path = UPSAMPLER
     return str(cfg._target_).rsplit(".", 1)[-1], cfg
 
 
-def upsampler_names(conf_dir: Path = UPSAMPLER_CONF_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(conf_dir).glob("*.yaml"))
+def upsampler_names(conf_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in upsampler_conf_dir(conf_dir).glob("*.yaml"))
 
 
 def _inputs(module: nn.Module, shape: Sequence[int], scale: int, device: torch.device):
@@ -236,7 +242,7 @@ def profile_upsampler(
     device: str | torch.device = "cpu",
     repeats: int = 20,
     warmup: int = 3,
-    conf_dir: Path = UPSAMPLER_CONF_DIR,
+    conf_dir: Path | None = None,
     onnx: bool = False,
 ) -> dict[str, Any]:
     """Profile one upsampler on an (N, C, H, W) input at ``scale``, with in = out = C channels.
@@ -346,7 +352,7 @@ def profile_all(
     device: str | torch.device = "cpu",
     repeats: int = 20,
     warmup: int = 3,
-    conf_dir: Path = UPSAMPLER_CONF_DIR,
+    conf_dir: Path | None = None,
     onnx: bool = False,
 ) -> list[dict[str, Any]]:
     """:func:`profile_upsampler` for each of ``names`` (default: every conf/upsampler/*.yaml)."""
@@ -442,7 +448,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--conf-dir", type=Path, default=UPSAMPLER_CONF_DIR)
+    parser.add_argument("--conf-dir", type=Path, help="default: conf/upsampler")
     parser.add_argument(
         "--onnx", action="store_true", help="add ONNX Runtime forward latency (CPU)"
     )
