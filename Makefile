@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml
 train: install
 	$(PY) train.py $(ARGS)
 
+# One pytest worker per core (pytest-xdist); each runs torch on one thread (tests/conftest.py).
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto $(ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
 
 # On a CUDA machine: every upsampler under trainer=gpu_fast and fp16 (skipped without a GPU).
 test-gpu: install

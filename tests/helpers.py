@@ -14,8 +14,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-# Environment of the tests that run train.py or a benchmark as a subprocess: W&B offline, quiet.
+# Environment of the tests that run train.py or a benchmark as a subprocess: W&B offline, quiet;
+# one OpenMP thread under pytest-xdist, whose workers already occupy every core (oversubscribed
+# OpenMP threads spin and slow everything down).
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    ENV["OMP_NUM_THREADS"] = "1"
 
 # Small enough that a whole fit + test takes seconds on 2 CPU cores.
 TINY = [

@@ -38,11 +38,16 @@ def sweep(experiment: str) -> tuple[str, list[list[str]]]:
     return cfg.hydra.runtime.choices["hydra/launcher"], jobs
 
 
+def _without_seed(job: list[str]) -> tuple[str, ...]:
+    return tuple(override for override in job if not override.startswith("seed="))
+
+
+# One job per distinct network and data of each table: the seed changes no part that is built.
 JOBS = [
-    pytest.param(experiment, launcher, job, id=f"{experiment}:{','.join(job)}")
+    pytest.param(experiment, launcher, list(job), id=f"{experiment}:{','.join(job)}")
     for experiment in group_options("experiment")
     for launcher, jobs in [sweep(experiment)]
-    for job in jobs
+    for job in dict.fromkeys(_without_seed(job) for job in jobs)
 ]
 
 
@@ -51,7 +56,18 @@ def test_every_experiment_is_a_sweep():
         assert len(sweep(experiment)[1]) > 1, f"{experiment} defines no sweep"
 
 
+def test_every_table_pairs_at_least_5_seeds_per_cell():
+    for experiment in group_options("experiment"):
+        cells: dict[tuple[str, ...], set[str]] = {}
+        for job in sweep(experiment)[1]:
+            seeds = [override for override in job if override.startswith("seed=")]
+            cells.setdefault(_without_seed(job), set()).update(seeds)
+        counts = {len(seeds) for seeds in cells.values()}
+        assert len(counts) == 1 and min(counts) >= 5, (experiment, counts)
+
+
 def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_resnet_table():
+    """Seeds 0-4 of upsamplers_resnet (which has 10) on each backbone: 150 jobs."""
     resnet_jobs = {tuple(job) for job in sweep("upsamplers_resnet")[1]}
     backbone_jobs = sweep("upsamplers_x_backbones")[1]
     assert {job[-1] for job in backbone_jobs} == {
@@ -59,8 +75,10 @@ def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_
         "backbone=inception",
         "backbone=mobilenet",
     }
-    assert {tuple(job[:-1]) for job in backbone_jobs} == resnet_jobs
-    assert len(backbone_jobs) == 3 * len(resnet_jobs)
+    assert {tuple(job[:-1]) for job in backbone_jobs} == {
+        job for job in resnet_jobs if job[1] in {f"seed={seed}" for seed in range(5)}
+    }
+    assert len(backbone_jobs) == 150
 
 
 @pytest.mark.parametrize(("experiment", "launcher", "job"), JOBS)
