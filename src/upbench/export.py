@@ -17,6 +17,7 @@ command prints the max abs error and fails above ``--tolerance`` (1e-4).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import sys
@@ -28,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from torch import Tensor, nn
+
+from upbench.conf import conf_dir
+from upbench.evaluate import load_task
+from upbench.instantiate import instantiate
+from upbench.model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,6 @@ def _require_onnx() -> None:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(name) is not None
 
 
@@ -212,13 +218,6 @@ def export_and_verify(
 
 def _network(ckpt: str | None, overrides: Sequence[str]) -> tuple[nn.Module, int, int]:
     """(network, input channels, image size) of a checkpoint or of the composed config."""
-    from hydra import compose, initialize_config_dir
-
-    from upbench.conf import conf_dir
-    from upbench.evaluate import load_task
-    from upbench.instantiate import instantiate
-    from upbench.model import build_model
-
     if ckpt is not None:
         if overrides:
             raise ValueError(
@@ -261,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> Export:
             raise ValueError("give one ckpt=")
         ckpt = ckpts[0] if ckpts else None
         model, in_channels, image_size = _network(ckpt, overrides)
-    except (ValueError, ImportError, FileNotFoundError) as error:
-        # ConfigError (a missing or old checkpoint) is a ValueError; so are Hydra's override errors.
+    except (ValueError, ImportError, OSError, HydraException) as error:
+        # ConfigError (a missing or old checkpoint) is a ValueError; an unknown option is Hydra's.
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
     out = args.out or (Path(ckpt).with_suffix(".onnx") if ckpt else Path("model.onnx"))
