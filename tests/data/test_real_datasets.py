@@ -16,24 +16,28 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from tests.helpers import compose_config
+from tests.helpers import CONF_DIR, compose_config
 from upbench.data.pets import val_indices
 from upbench.data.real import bitmap_palette
 from upbench.data.roots import ENV_VAR, DatasetRootError
 from upbench.model import build_model
 from upbench.task import SegmentationTask
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 IGNORE = 255
 RNG_SEED = 0
 
 
 def build(name: str, root: Path, **overrides):
-    """Instantiate conf/data/<name>.yaml like Hydra does, with tiny-run overrides."""
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    """Instantiate conf/data/<name>.yaml (with the shared real/base.yaml) as Hydra composes it,
+    with tiny-run overrides."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"data={name}"]).data
+    GlobalHydra.instance().clear()
     tiny = {
         "root": None if root is None else str(root),
         "num_workers": 0,
