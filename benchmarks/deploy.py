@@ -3,8 +3,8 @@
 Each conf/upsampler/*.yaml is measured twice:
 
 - alone, at the two shapes of benchmarks/upsamplers.py, (2, 256, 64, 64) and (8, 64, 32, 32),
-  scale x2 (:func:`upbench.profile.profile_upsampler` with ``onnx=True``: the module exported
-  with static shapes by :func:`upbench.export.export_onnx`);
+  scale x2, built and fed as ``upbench.profile`` builds and feeds it, and exported with static
+  shapes by :func:`upbench.export.export_onnx`;
 - inside the whole default segmenter (built-in ResNet, U-Net), on a batch of 8 images of
   64 x 64 px, exported as ``python -m upbench.export`` exports it.
 
@@ -29,7 +29,14 @@ from upbench.conf import conf_dir
 from upbench.export import export_onnx, ort_latency_ms
 from upbench.instantiate import instantiate
 from upbench.model import build_model
-from upbench.profile import format_ms, median_latency_ms, profile_all, upsampler_names
+from upbench.profile import (
+    format_ms,
+    load_upsampler_config,
+    median_latency_ms,
+    upsampler_inputs,
+    upsampler_names,
+)
+from upbench.upsamplers.base import build_upsampler, declaration
 
 SHAPES = ((2, 256, 64, 64), (8, 64, 32, 32))
 SEGMENTER_INPUT = (8, 3, 64, 64)
@@ -37,6 +44,30 @@ QUICK_SHAPES = ((2, 16, 8, 8),)
 QUICK_SEGMENTER_INPUT = (2, 3, 32, 32)
 QUICK_UPSAMPLERS = ("resize_conv", "carafe")
 SCALE = 2
+
+
+def upsampler_latencies(
+    name: str, shape: Sequence[int], threads: int, repeats: int, warmup: int
+) -> tuple[float, float] | str:
+    """(eager ms, ORT ms) of upsampler ``name`` alone on an input of ``shape``, in = out
+    channels, or why it cannot run at this scale."""
+    _, cfg = load_upsampler_config(name)
+    channels = shape[1]
+    scales = declaration(cfg).supported_scales(channels)
+    if SCALE not in scales:
+        return f"cannot be built at scale {SCALE} (supports {scales!r})"
+    module = build_upsampler(cfg, channels, channels, SCALE, guide_channels=channels).eval()
+    args, kwargs = upsampler_inputs(module, shape, SCALE, torch.device("cpu"))
+
+    def forward() -> None:
+        with torch.no_grad():
+            module(*args, **kwargs)
+
+    eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(module, args, Path(tmp) / "upsampler.onnx", kwargs=kwargs).path
+        ort = ort_latency_ms(path, args, threads, repeats, warmup)
+    return eager, ort
 
 
 def segmenter_latencies(
@@ -96,24 +127,20 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     header = ["upsampler", "eager ms", "ORT ms", "ratio"]
     for shape in shapes:
-        rows = profile_all(names, shape, SCALE, "cpu", args.repeats, args.warmup, onnx=True)
-        lines = [
-            [row["upsampler"], f"skipped: {row['skipped']}", "", ""]
-            if row["skipped"]
-            else [
-                row["upsampler"],
-                format_ms(row["latency_fwd_ms"]),
-                format_ms(row["latency_ort_ms"]),
-                ratio(row["latency_ort_ms"], row["latency_fwd_ms"]),
-            ]
-            for row in rows
-        ]
+        lines = []
+        for name in names:
+            measured = upsampler_latencies(name, shape, args.threads, args.repeats, args.warmup)
+            if isinstance(measured, str):
+                lines.append([name, f"skipped: {measured}", "", ""])
+            else:
+                eager, ort = measured
+                lines.append([name, format_ms(eager), format_ms(ort), ratio(ort, eager)])
         n, c, h, w = shape
         title = (
             f"Deploy: upsampler alone x{SCALE} at (N={n}, C={c}, H={h}, W={w}), "
             f"{args.threads} CPU threads, ratio = ORT / eager"
         )
-        print(render(title, header, lines), end="\n\n")
+        print(render(title, header, lines), end="\n\n", flush=True)
     lines = []
     for name in names:
         eager, ort = segmenter_latencies(

@@ -170,7 +170,9 @@ def upsampler_names(conf_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in upsampler_conf_dir(conf_dir).glob("*.yaml"))
 
 
-def _inputs(module: nn.Module, shape: Sequence[int], scale: int, device: torch.device):
+def upsampler_inputs(
+    module: nn.Module, shape: Sequence[int], scale: int, device: torch.device
+) -> tuple[tuple, dict]:
     """Positional and keyword inputs of ``module.forward`` for an input of ``shape``."""
     n, c, h, w = shape
     generator = torch.Generator().manual_seed(0)
@@ -289,7 +291,7 @@ def profile_upsampler(
         return result
     module = module.to(device)
     result["params"] = sum(p.numel() for p in module.parameters())
-    args, kwargs = _inputs(module, shape, scale, device)
+    args, kwargs = upsampler_inputs(module, shape, scale, device)
 
     module.eval()
     with torch.no_grad(), FlopCount(module) as flops:
