@@ -23,12 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from upbench.conf import conf_dir
-from upbench.export import export_onnx, ort_latency_ms
-from upbench.instantiate import instantiate
-from upbench.model import build_model
+from upbench.export import SEGMENTER_INPUT, export_onnx, ort_latency_ms, segmenter_latency_ms
 from upbench.profile import (
     format_ms,
     load_upsampler_config,
@@ -39,7 +35,6 @@ from upbench.profile import (
 from upbench.upsamplers.base import build_upsampler, declaration
 
 SHAPES = ((2, 256, 64, 64), (8, 64, 32, 32))
-SEGMENTER_INPUT = (8, 3, 64, 64)
 QUICK_SHAPES = ((2, 16, 8, 8),)
 QUICK_SEGMENTER_INPUT = (2, 3, 32, 32)
 QUICK_UPSAMPLERS = ("resize_conv", "carafe")
@@ -67,30 +62,6 @@ def upsampler_latencies(
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(module, args, Path(tmp) / "upsampler.onnx", kwargs=kwargs).path
         ort = ort_latency_ms(path, args, threads, repeats, warmup)
-    return eager, ort
-
-
-def segmenter_latencies(
-    name: str, shape: Sequence[int], threads: int, repeats: int, warmup: int
-) -> tuple[float, float]:
-    """(eager ms, ORT ms) of the default segmenter with upsampler ``name`` on ``shape``."""
-    overrides = [f"upsampler={name}", f"data.image_size={shape[-1]}"]
-    if name == "maxunpool":
-        overrides.append("backbone.downsample=maxpool")
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg, instantiate(cfg.data).num_classes).eval()
-    image = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(image)
-
-    eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, image, Path(tmp) / "segmenter.onnx").path
-        ort = ort_latency_ms(path, [image], threads, repeats, warmup)
     return eager, ort
 
 
@@ -143,7 +114,7 @@ def main() -> int:
         print(render(title, header, lines), end="\n\n", flush=True)
     lines = []
     for name in names:
-        eager, ort = segmenter_latencies(
+        eager, ort = segmenter_latency_ms(
             name, segmenter_input, args.threads, args.repeats, args.warmup
         )
         lines.append([name, format_ms(eager), format_ms(ort), ratio(ort, eager)])

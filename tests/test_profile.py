@@ -14,6 +14,7 @@ from upbench.profile import (
     SOFTMAX_FLOPS,
     FlopCount,
     main,
+    profile_table,
     profile_upsampler,
 )
 from upbench.upsamplers.base import Upsampler
@@ -175,11 +176,17 @@ def test_cli_rejects_bad_arguments(argv):
 
 
 @pytest.mark.parametrize("name", ["maxunpool", "sapa"])
-def test_onnx_column_times_the_exported_module_in_onnx_runtime(name, capsys):
+def test_onnx_column_times_the_exported_module_in_onnx_runtime(name):
     """Multi-input upsamplers (indices, a guide) export too; the column is off by default."""
     pytest.importorskip("onnxruntime")
     result = profile_upsampler(name, (N, 16, H, W), S, onnx=True, **FAST)
-    assert result["latency_ort_ms"] > 0
-    assert profile_upsampler(name, (N, 16, H, W), S, **FAST)["latency_ort_ms"] is None
-    main([f"upsampler={name}", "--shape", str(N), "16", str(H), str(W), "--onnx", "--repeats", "1"])
-    assert "ORT fwd ms" in capsys.readouterr().out
+    for key in ("latency_ort_ms", "latency_segmenter_ms", "latency_segmenter_ort_ms"):
+        assert result[key] > 0, key
+    plain = profile_upsampler(name, (N, 16, H, W), S, **FAST)
+    assert plain["latency_ort_ms"] is None and plain["latency_segmenter_ort_ms"] is None
+    results = main(
+        [f"upsampler={name}", "--shape", str(N), "16", str(H), str(W), "--onnx", "--repeats", "1"]
+    )
+    headers = [column.header for column in profile_table(results).columns]
+    assert headers[-3:] == ["ORT fwd ms", "segmenter ms", "segmenter ORT ms"]
+    assert results[0]["latency_segmenter_ort_ms"] > 0

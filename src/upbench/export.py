@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,11 +38,14 @@ from upbench.conf import conf_dir
 from upbench.evaluate import load_task
 from upbench.instantiate import instantiate
 from upbench.model import build_model
+from upbench.profile import median_latency_ms
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
+# The whole-segmenter timing input: a batch of 8 images of 64 x 64 px.
+SEGMENTER_INPUT = (8, 3, 64, 64)
 
 
 @dataclass
@@ -186,6 +190,32 @@ def largest_intermediate(path: str | Path) -> tuple[str, int]:
             numel *= d.dim_value
         best = max(best, (info.name, numel), key=lambda item: item[1])
     return best
+
+
+def segmenter_latency_ms(
+    name: str, shape: Sequence[int], threads: int, repeats: int, warmup: int
+) -> tuple[float, float]:
+    """(eager ms, ORT ms) of the default segmenter (built-in ResNet, U-Net) with upsampler
+    ``name`` on images of ``shape``, untrained, exported with static shapes: medians after
+    ``warmup`` runs, ``threads`` CPU threads on both sides."""
+    overrides = [f"upsampler={name}", f"data.image_size={shape[-1]}"]
+    if name == "maxunpool":
+        overrides.append("backbone.downsample=maxpool")
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg, instantiate(cfg.data).num_classes).eval()
+    image = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(image)
+
+    eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, image, Path(tmp) / "segmenter.onnx").path
+        ort = ort_latency_ms(path, [image], threads, repeats, warmup)
+    return eager, ort
 
 
 def verification_inputs(

@@ -254,8 +254,11 @@ def profile_upsampler(
     ``latency_fwd_ms`` and ``latency_fwd_bwd_ms`` (medians), ``peak_memory_bytes`` with
     ``memory_method``, ``latency_ort_ms`` (with ``onnx`` on the CPU: the module exported by
     :func:`upbench.export.export_onnx` at this shape, median ONNX Runtime run with as many
-    threads as torch uses; else ``None``), and ``skipped`` (``None``, or why the upsampler
-    cannot run at ``scale``; the measurements are then ``None``).
+    threads as torch uses; else ``None``), ``latency_segmenter_ms`` and
+    ``latency_segmenter_ort_ms`` (with ``onnx``, for an upsampler given by name: the whole
+    default segmenter with it, eager and in ONNX Runtime, on
+    :data:`upbench.export.SEGMENTER_INPUT`; else ``None``), and ``skipped`` (``None``, or why
+    the upsampler cannot run at ``scale``; the measurements are then ``None``).
     """
     if len(shape) != 4 or not all(isinstance(v, int) and v >= 1 for v in shape):
         raise ValueError(f"shape must be four positive ints N C H W, got {list(shape)}")
@@ -277,6 +280,8 @@ def profile_upsampler(
         "latency_fwd_ms": None,
         "latency_fwd_bwd_ms": None,
         "latency_ort_ms": None,
+        "latency_segmenter_ms": None,
+        "latency_segmenter_ort_ms": None,
         "peak_memory_bytes": None,
         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
     }
@@ -312,6 +317,13 @@ def profile_upsampler(
     result["latency_fwd_ms"] = median_latency_ms(forward, device, repeats, warmup)
     if onnx and device.type == "cpu":
         result["latency_ort_ms"] = _ort_latency_ms(module, args, kwargs, repeats, warmup)
+        if isinstance(name_or_cfg, str):
+            from upbench.export import SEGMENTER_INPUT, segmenter_latency_ms
+
+            eager, ort = segmenter_latency_ms(
+                name_or_cfg, SEGMENTER_INPUT, torch.get_num_threads(), repeats, warmup
+            )
+            result["latency_segmenter_ms"], result["latency_segmenter_ort_ms"] = eager, ort
 
     module.train()
     x = args[0].detach().requires_grad_(True)
@@ -411,7 +423,8 @@ def profile_table(results: Sequence[Mapping[str, Any]]) -> Table:
     )
     onnx = any(result["latency_ort_ms"] is not None for result in results)
     columns = ["upsampler", "params", "FLOPs", "fwd ms", "fwd+bwd ms", "peak MiB"]
-    for column in columns + (["ORT fwd ms"] if onnx else []):
+    onnx_columns = ["ORT fwd ms", "segmenter ms", "segmenter ORT ms"]
+    for column in columns + (onnx_columns if onnx else []):
         table.add_column(column, justify="left" if column == "upsampler" else "right")
     for result in results:
         if result["skipped"]:
@@ -425,7 +438,18 @@ def profile_table(results: Sequence[Mapping[str, Any]]) -> Table:
             format_ms(result["latency_fwd_ms"]),
             format_ms(result["latency_fwd_bwd_ms"]),
             format_mib(result["peak_memory_bytes"]),
-            *([format_ms(result["latency_ort_ms"])] if onnx else []),
+            *(
+                [
+                    format_ms(result[key])
+                    for key in (
+                        "latency_ort_ms",
+                        "latency_segmenter_ms",
+                        "latency_segmenter_ort_ms",
+                    )
+                ]
+                if onnx
+                else []
+            ),
         )
     table.caption = (
         hand_count_footnote(results)
