@@ -20,6 +20,25 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message says what to change."""
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+
+
+def positive_int(key: str, value: object) -> int:
+    """``value`` if it is an int >= 1, else a ValueError naming ``key``, the option as the user
+    sets it (``backbone.width``)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def non_negative_int(key: str, value: object) -> int:
+    """``value`` if it is an int >= 0, else a ValueError naming ``key``."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

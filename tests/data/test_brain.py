@@ -87,3 +87,9 @@ def test_bad_options_and_missing_nilearn(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_nilearn)
     with pytest.raises(ImportError, match=r"pip install 'upbench\[brain\]'"):
         BrainDataModule()
+
+
+def test_num_classes_override_is_checked():
+    assert BrainDataModule(num_classes=4).num_classes == 4  # the dataset's own count is accepted
+    with pytest.raises(ValueError, match=r"data.num_classes=5 but BrainDataModule has 4 classes"):
+        BrainDataModule(num_classes=5)

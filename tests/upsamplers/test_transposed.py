@@ -101,7 +101,7 @@ def test_one_given_value_is_completed():
         ({"kernel_size": 4, "output_padding": 1}, "no padding gives an output of exactly"),
         ({"kernel_size": 4, "padding": 3}, "must be smaller than max"),
         ({"kernel_size": 4, "padding": -1}, "padding must be a non-negative int"),
-        ({"kernel_size": 0}, "kernel_size must be >= 1"),
+        ({"kernel_size": 0}, "kernel_size must be a positive integer"),
         ({"kernel_size": 2, "dilation": 2}, "leaves holes"),
     ],
 )

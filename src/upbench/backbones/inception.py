@@ -15,8 +15,7 @@ the 1x1 branch and the pooling are strided); a dilation applies to the 3x3 and 5
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -93,28 +92,15 @@ def inception_block(in_channels: int, out_channels: int, stride: int = 1, dilati
 class Inception(StagedBackbone):
     """Small GoogLeNet-style backbone: stem + stages of Inception modules.
 
-    Args: see :class:`~upbench.backbones.staged.StagedBackbone` (GoogLeNet itself downsamples
-    with max pooling between its modules, the default here).
+    Args:
+        downsample: ``"maxpool"`` by default, since GoogLeNet itself downsamples with max
+            pooling between its modules.
+        staged_options: ``in_channels``, ``width``, ``depth``, ``num_stages``, ``dilate_last`` of
+            :class:`~upbench.backbones.staged.StagedBackbone`.
 
     ``forward``: (N, in_channels, H, W) -> ``BackboneOutput`` (see
     :mod:`upbench.backbones.base`).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        width: int = 16,
-        depth: int | Sequence[int] = 1,
-        num_stages: int = 4,
-        downsample: str = "maxpool",
-        dilate_last: int = 0,
-    ):
-        super().__init__(
-            inception_block,
-            in_channels=in_channels,
-            width=width,
-            depth=depth,
-            num_stages=num_stages,
-            downsample=downsample,
-            dilate_last=dilate_last,
-        )
+    def __init__(self, downsample: str = "maxpool", **staged_options: Any):
+        super().__init__(inception_block, downsample=downsample, **staged_options)

@@ -13,13 +13,15 @@ BN follows each conv).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from torch import Tensor, nn
 
 from upbench.backbones.staged import StagedBackbone
 from upbench.layers import conv_bn_act
+from upbench.validation import positive_int
 
 VERSIONS = (1, 2)
 
@@ -101,40 +103,19 @@ class MobileNet(StagedBackbone):
     Args:
         version: 1 (depthwise separable convs) or 2 (inverted residuals, linear bottlenecks).
         expand_ratio: v2 expansion factor ``t`` (6 in the paper).
-        in_channels, width, depth, num_stages, downsample, dilate_last: see
-            :class:`~upbench.backbones.staged.StagedBackbone`.
+        staged_options: ``in_channels``, ``width``, ``depth``, ``num_stages``, ``downsample``,
+            ``dilate_last`` of :class:`~upbench.backbones.staged.StagedBackbone`.
 
     ``forward``: (N, in_channels, H, W) -> ``BackboneOutput`` (see
     :mod:`upbench.backbones.base`).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        width: int = 16,
-        depth: int | Sequence[int] = 1,
-        num_stages: int = 4,
-        downsample: str = "stride",
-        dilate_last: int = 0,
-        version: int = 2,
-        expand_ratio: int = 6,
-    ):
+    def __init__(self, version: int = 2, expand_ratio: int = 6, **staged_options: Any):
         if version not in VERSIONS:
             raise ValueError(f"backbone.version must be 1 or 2, got {version!r}")
-        if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int) or expand_ratio < 1:
-            raise ValueError(
-                f"backbone.expand_ratio must be a positive integer, got {expand_ratio!r}"
-            )
+        positive_int("backbone.expand_ratio", expand_ratio)
         block = _v1_block if version == 1 else partial(InvertedResidual, expand_ratio=expand_ratio)
-        super().__init__(
-            block,
-            in_channels=in_channels,
-            width=width,
-            depth=depth,
-            num_stages=num_stages,
-            downsample=downsample,
-            dilate_last=dilate_last,
-        )
+        super().__init__(block, **staged_options)
 
 
 def _v1_block(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -134,36 +135,18 @@ class ResNet(StagedBackbone):
     Args:
         block: ``"basic"`` or ``"bottleneck"``.
         preact: ``False`` for v1 (post-activation), ``True`` for v2 (BN -> ReLU -> conv).
-        in_channels, width, depth, num_stages, downsample, dilate_last: see
-            :class:`~upbench.backbones.staged.StagedBackbone`.
+        staged_options: ``in_channels``, ``width``, ``depth``, ``num_stages``, ``downsample``,
+            ``dilate_last`` of :class:`~upbench.backbones.staged.StagedBackbone`.
 
     ``forward``: (N, in_channels, H, W) -> ``BackboneOutput`` (see
     :mod:`upbench.backbones.base`).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        width: int = 16,
-        depth: int | Sequence[int] = 1,
-        num_stages: int = 4,
-        downsample: str = "stride",
-        dilate_last: int = 0,
-        block: str = "basic",
-        preact: bool = False,
-    ):
+    def __init__(self, block: str = "basic", preact: bool = False, **staged_options: Any):
         if block not in BLOCKS:
             raise ValueError(f"backbone.block must be one of {BLOCKS}, got {block!r}")
         factory = basic_block if block == "basic" else bottleneck_block
-        super().__init__(
-            partial(factory, preact=preact),
-            in_channels=in_channels,
-            width=width,
-            depth=depth,
-            num_stages=num_stages,
-            downsample=downsample,
-            dilate_last=dilate_last,
-        )
+        super().__init__(partial(factory, preact=preact), **staged_options)
         if preact:
             # v2 leaves the residual stream un-normalised; the paper's final BN-ReLU closes it.
             self.stages[-1].blocks.append(

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from upbench.backbones.base import BackboneOutput
 from upbench.layers import conv_bn_act
+from upbench.validation import positive_int
 
 DOWNSAMPLE_MODES = ("maxpool", "stride", "avgpool")
 
@@ -50,11 +51,6 @@ class Stage(nn.Module):
         elif self.pool is not None:
             x = self.pool(x)
         return self.blocks(x), indices
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"backbone.{name} must be a positive integer, got {value!r}")
 
 
 class StagedBackbone(nn.Module):
@@ -93,7 +89,7 @@ class StagedBackbone(nn.Module):
             ("width", width),
             ("num_stages", num_stages),
         ):
-            _check_positive_int(name, value)
+            positive_int(f"backbone.{name}", value)
         if downsample not in DOWNSAMPLE_MODES:
             raise ValueError(
                 f"backbone.downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}"
@@ -112,7 +108,7 @@ class StagedBackbone(nn.Module):
                 "int or one entry per stage"
             )
         for d in depths:
-            _check_positive_int("depth", d)
+            positive_int("backbone.depth", d)
 
         self.provides_pool_indices = downsample == "maxpool"
         self.stem = conv_bn_act(in_channels, width, 3)

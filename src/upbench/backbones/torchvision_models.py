@@ -29,6 +29,7 @@ from torchvision.models import get_model, get_model_weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from upbench.backbones.base import BackboneOutput
+from upbench.validation import positive_int
 
 RETURN_NODES: dict[str, list[str]] = {
     "resnet18": ["relu", "layer1", "layer2", "layer3", "layer4"],
@@ -119,8 +120,7 @@ class TorchvisionBackbone(nn.Module):
             raise ValueError(
                 f"unknown torchvision backbone {name!r}: choose one of {sorted(RETURN_NODES)}"
             )
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"backbone.in_channels must be a positive integer, got {in_channels}")
+        positive_int("backbone.in_channels", in_channels)
         weights_file = _require_weights(name) if pretrained else None
         kwargs = {}
         if name == "googlenet":

@@ -48,6 +48,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    def check_num_classes(self, requested: int | None) -> None:
+        """Refuse a ``data.num_classes`` override that differs from a dataset's fixed label
+        space (the model is built for the dataset's count)."""
+        if requested is not None and requested != self.num_classes:
+            raise ValueError(
+                f"data.num_classes={requested} but {type(self).__name__} has "
+                f"{self.num_classes} classes: drop the override or set it to {self.num_classes}"
+            )
+
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")

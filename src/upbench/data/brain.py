@@ -120,8 +120,7 @@ class BrainDataModule(SegmentationDataModule):
             import nilearn  # noqa: F401
         except ImportError as error:
             raise ImportError(f"data=brain needs nilearn: {INSTALL_HINT}") from error
-        if num_classes is not None and num_classes != self.num_classes:
-            raise ValueError(f"data.num_classes={num_classes} but brain has 4 classes: drop it")
+        self.check_num_classes(num_classes)
         fractions = tuple(float(f) for f in split_fractions)
         if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
             raise ValueError(

@@ -134,11 +134,7 @@ class RealSegmentationDataModule(SegmentationDataModule):
         pin_memory: bool = False,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        if num_classes is not None and num_classes != self.num_classes:
-            raise ValueError(
-                f"data.num_classes={num_classes} but {type(self).__name__} has "
-                f"{self.num_classes} classes: drop the override or set it to {self.num_classes}"
-            )
+        self.check_num_classes(num_classes)
         self.crop_size = list(crop_size) if not isinstance(crop_size, int) else crop_size
         self.train_transform = train_transform(crop_size, scale_range, self.ignore_index)
         self.eval_transform = eval_transform(eval_mode, eval_size, size_divisor, self.ignore_index)

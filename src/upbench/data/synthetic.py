@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from upbench.data.base import SegmentationDataModule
+from upbench.validation import non_negative_int, positive_int
 
 SHAPE_KINDS = ("curve", "blob", "triangle", "quad", "star", "ellipse")
 MAX_CLASSES = len(SHAPE_KINDS) + 1
@@ -371,12 +372,10 @@ class SyntheticDataModule(SegmentationDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         check_options(image_size, num_classes)
         for name, count in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if not isinstance(count, int) or count < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {count!r}")
+            positive_int(f"data.{name}", count)
         if not noise_std >= 0:
             raise ValueError(f"data.noise_std must be >= 0, got {noise_std!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"data.seed must be a non-negative integer, got {seed!r}")
+        non_negative_int("data.seed", seed)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
         self.num_classes = num_classes

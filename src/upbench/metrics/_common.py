@@ -16,17 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_non_negative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return value
+from upbench.validation import positive_int
 
 
 def check_ignore_index(ignore_index: object) -> int | None:
@@ -184,7 +174,7 @@ class LabelMetric(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = positive_int("num_classes", num_classes)
         self.ignore_index = check_ignore_index(ignore_index)
         self.validate_args = validate_args
 

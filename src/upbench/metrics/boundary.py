@@ -9,7 +9,6 @@ from torch import Tensor
 
 from upbench.metrics._common import (
     LabelMetric,
-    check_non_negative_int,
     check_ratio,
     class_mean,
     dilate,
@@ -17,6 +16,7 @@ from upbench.metrics._common import (
     label_masks,
     radius_from_diagonal,
 )
+from upbench.validation import non_negative_int
 
 
 def _class_masks(labels: Tensor, valid: Tensor, num_classes: int) -> Tensor:
@@ -65,7 +65,7 @@ class BoundaryIoU(LabelMetric):
     ) -> None:
         super().__init__(num_classes, ignore_index, validate_args, **kwargs)
         self.dilation_ratio = check_ratio("dilation_ratio", dilation_ratio)
-        if dilation is not None and check_non_negative_int("dilation", dilation) == 0:
+        if dilation is not None and non_negative_int("dilation", dilation) == 0:
             raise ValueError("dilation must be >= 1 px (0 would make every band empty)")
         self.dilation = dilation
         self._add_count_state("intersection", num_classes)
@@ -128,7 +128,7 @@ class BoundaryFScore(LabelMetric):
     ) -> None:
         super().__init__(num_classes, ignore_index, validate_args, **kwargs)
         if tolerance is not None:
-            check_non_negative_int("tolerance", tolerance)
+            non_negative_int("tolerance", tolerance)
         self.tolerance = tolerance
         self.tolerance_ratio = check_ratio("tolerance_ratio", tolerance_ratio)
         for name in ("pred_total", "pred_matched", "target_total", "target_matched"):

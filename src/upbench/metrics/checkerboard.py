@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from upbench.metrics._common import check_positive_int
+from upbench.validation import positive_int
 
 # The 16 frequency bins at Chebyshev distance exactly 2 from a bin. The periodic Hann window has
 # only three non-zero DFT coefficients (1/2 at 0, -1/4 at +-1), so it spreads a spectral line
@@ -59,7 +59,7 @@ class CheckerboardScore(Metric):
 
     def __init__(self, stride: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.stride = check_positive_int("stride", stride)
+        self.stride = positive_int("stride", stride)
         if stride < 2:
             raise ValueError("stride must be >= 2: a stride-1 layer leaves no periodic artifact")
         for name in ("peak", "ring"):

@@ -10,11 +10,11 @@ from torch import Tensor
 
 from upbench.metrics._common import (
     LabelMetric,
-    check_positive_int,
     class_mean,
     dilate,
     label_masks,
 )
+from upbench.validation import positive_int
 
 
 class TrimapMeanIoU(LabelMetric):
@@ -49,7 +49,7 @@ class TrimapMeanIoU(LabelMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, ignore_index, validate_args, **kwargs)
-        widths = tuple(check_positive_int("each trimap width", w) for w in widths)
+        widths = tuple(positive_int("each trimap width", w) for w in widths)
         if not widths or len(set(widths)) != len(widths):
             raise ValueError(f"widths must be a non-empty sequence of distinct ints, got {widths}")
         self.widths = widths

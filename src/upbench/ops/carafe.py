@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from upbench.validation import positive_int
+
 
 def _check_args(
     features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int
@@ -36,8 +38,7 @@ def _check_args(
         ("group_size", group_size),
         ("scale_factor", scale_factor),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"carafe: {name} must be a positive int, got {value!r}")
+        positive_int(f"carafe: {name}", value)
     if kernel_size % 2 != 1:
         raise ValueError(
             f"carafe: kernel_size must be odd so the window is centred, got {kernel_size}"

@@ -5,26 +5,21 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from upbench.validation import positive_int
+
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
 # align_corners is only meaningful for these modes; passing it for the others raises in PyTorch.
 _ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
 
 
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def check_channels(in_channels: int, out_channels: int) -> None:
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not _is_positive_int(value):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    positive_int("in_channels", in_channels)
+    positive_int("out_channels", out_channels)
 
 
 def check_scale(scale: int) -> int:
     """Return ``scale`` if it is an int >= 1, else raise (float factors would give ragged sizes)."""
-    if not _is_positive_int(scale):
-        raise ValueError(f"scale must be a positive int (e.g. 2, 4, 8), got {scale!r}")
-    return scale
+    return positive_int("scale", scale)
 
 
 def check_mode(mode: str) -> str:
@@ -36,7 +31,7 @@ def check_mode(mode: str) -> str:
 def check_odd_kernel(kernel_size: int, name: str = "kernel_size") -> int:
     """A 'same' convolution needs an odd kernel so that padding k // 2 keeps H and W (and a
     reassembly window needs a centre). ``name``: the option as the user sets it."""
-    if not _is_positive_int(kernel_size) or kernel_size % 2 != 1:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 != 1:
         raise ValueError(
             f"{name} must be odd so the window has a centre and keeps H and W, got "
             f"{kernel_size!r}; set upsampler.{name} to an odd size (3, 5, ...)"

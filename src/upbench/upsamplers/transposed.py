@@ -6,11 +6,7 @@ from torch import Tensor, nn
 
 from upbench.upsamplers._common import check_channels, check_scale
 from upbench.upsamplers.base import ANY_SCALE, Scales, Upsampler
-
-
-def _check_non_negative_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+from upbench.validation import non_negative_int, positive_int
 
 
 def solve_padding(
@@ -114,13 +110,11 @@ class TransposedConv(Upsampler):
         stride = check_scale(scale)
         if kernel_size is None:
             kernel_size = 2 * stride
-        for name, value in (("kernel_size", kernel_size), ("dilation", dilation)):
-            _check_non_negative_int(name, value)
-            if value == 0:
-                raise ValueError(f"{name} must be >= 1, got 0")
+        positive_int("kernel_size", kernel_size)
+        positive_int("dilation", dilation)
         for name, value in (("padding", padding), ("output_padding", output_padding)):
             if value is not None:
-                _check_non_negative_int(name, value)
+                non_negative_int(name, value)
         if not _covers_stride(kernel_size, dilation, stride):
             raise ValueError(
                 f"kernel_size={kernel_size} with dilation={dilation} leaves holes at stride "
