@@ -26,12 +26,12 @@ import torch
 
 from upbench.export import SEGMENTER_INPUT, export_onnx, ort_latency_ms, segmenter_latency_ms
 from upbench.profile import (
-    format_ms,
     load_upsampler_config,
     median_latency_ms,
     upsampler_inputs,
     upsampler_names,
 )
+from upbench.report.format import format_ms
 from upbench.upsamplers.base import build_upsampler, declaration
 
 SHAPES = ((2, 256, 64, 64), (8, 64, 32, 32))

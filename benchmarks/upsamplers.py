@@ -25,13 +25,12 @@ import torch
 from omegaconf import OmegaConf
 
 from upbench.profile import (
-    format_mib,
-    format_ms,
     load_upsampler_config,
     profile_all,
     profile_upsampler,
     upsampler_names,
 )
+from upbench.report.format import format_mib, format_ms
 
 REFERENCE = "bilinear+conv"
 SHAPES = ((2, 256, 64, 64), (8, 64, 32, 32))

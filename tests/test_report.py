@@ -17,8 +17,10 @@ from omegaconf import OmegaConf
 from tests.helpers import ROOT, TINY, compose_config
 from upbench.instantiate import instantiate
 from upbench.model import build_model
-from upbench.report import build_table, main, prediction_grids, scatter_plots, summary_markdown
-from upbench.report.table import Stat
+from upbench.report.cli import main
+from upbench.report.plots import prediction_grids, scatter_plots
+from upbench.report.summary import summary_markdown
+from upbench.report.table import Stat, build_table
 from upbench.results import write_results
 from upbench.task import SegmentationTask
 

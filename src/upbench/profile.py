@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from upbench.conf import conf_dir as project_conf_dir
+from upbench.report.format import format_count, format_mib, format_ms
 from upbench.upsamplers.base import Upsampler, build_upsampler, declaration
 
 DEFAULT_SHAPE = (2, 64, 32, 32)
@@ -375,24 +376,6 @@ def profile_all(
         profile_upsampler(name, shape, scale, device, repeats, warmup, conf_dir, onnx)
         for name in names
     ]
-
-
-def format_count(value: float | None) -> str:
-    """1234567 -> '1.23 M' (SI prefixes, 3 significant digits)."""
-    if value is None:
-        return "-"
-    for prefix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g} {prefix}"
-    return f"{value:.3g}"
-
-
-def format_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def format_mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.3g}"
 
 
 def hand_count_footnote(results: Sequence[Mapping[str, Any]]) -> str:

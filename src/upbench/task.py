@@ -13,18 +13,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from upbench.data.base import colorize
 from upbench.instantiate import instantiate
 from upbench.losses import SegmentationLoss
-from upbench.metrics import (
-    BoundaryFScore,
-    BoundaryIoU,
-    CheckerboardScore,
-    ThinStructureRecall,
-    TrimapMeanIoU,
-)
+from upbench.metrics import SPLITS, MetricDeclaration, declared_metrics
 from upbench.model import build_model
 
 # Every epoch value is logged already reduced across ranks (see _log_split_metrics), which is
@@ -38,25 +32,19 @@ class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def _split_metrics(num_classes: int, ignore_index: int, evaluation: bool) -> MetricCollection:
-    # MulticlassJaccardIndex accumulates one confusion matrix over the whole split (dataset mIoU)
-    # and honours ignore_index, unlike torchmetrics.segmentation.MeanIoU (per-image average).
+def _split_metrics(
+    declarations: Sequence[MetricDeclaration], split: str, num_classes: int, ignore_index: int
+) -> MetricCollection:
     # Label checks (a torch.unique per update) run on the evaluation splits only: validation sees
     # the data first (sanity check) and the per-step cost stays off the training loop.
-    kw = {"ignore_index": ignore_index, "validate_args": evaluation}
-    metrics = {
-        "loss": MeanMetric(),
-        "mIoU": MulticlassJaccardIndex(num_classes, average="macro", **kw),
-        "pixel_acc": MulticlassAccuracy(num_classes, average="micro", **kw),
-    }
-    if evaluation:  # where upsamplers differ; too costly to track on every training batch
-        metrics |= {
-            "bIoU": BoundaryIoU(num_classes, **kw),
-            "bF": BoundaryFScore(num_classes, **kw),
-            "trimap": TrimapMeanIoU(num_classes, **kw),
-            "thin_recall": ThinStructureRecall(num_classes, **kw),
+    validate = split != "train"
+    return MetricCollection(
+        {
+            d.name: d.build(num_classes, ignore_index, validate)
+            for d in declarations
+            if split in d.splits
         }
-    return MetricCollection(metrics)
+    )
 
 
 class SegmentationTask(pl.LightningModule):
@@ -146,12 +134,12 @@ class SegmentationTask(pl.LightningModule):
             persistent=False,
         )
         self.num_overlays = num_overlays
-        self.train_metrics = _split_metrics(num_classes, ignore_index, evaluation=False)
-        self.val_metrics = _split_metrics(num_classes, ignore_index, evaluation=True)
-        self.test_metrics = _split_metrics(num_classes, ignore_index, evaluation=True)
-        # Periodic artifact of the last x2 step, measured on the logits (lower is better, ~1 is
-        # artifact-free); only for maps whose size is a multiple of the stride.
-        self.test_checkerboard = CheckerboardScore(stride=2)
+        # The metrics registered when the task is built (upbench.metrics.base), by name.
+        self.declarations = {d.name: d for d in declared_metrics()}
+        for split in SPLITS:  # train_metrics, ...: a ModuleDict may not have a key "train"
+            metrics = _split_metrics(self.declarations.values(), split, num_classes, ignore_index)
+            setattr(self, f"{split}_metrics", metrics)
+            setattr(self, f"{split}_loss", MeanMetric())
         self.test_class_iou = MulticlassJaccardIndex(
             num_classes, average="none", ignore_index=ignore_index
         )
@@ -166,14 +154,10 @@ class SegmentationTask(pl.LightningModule):
         loss = self.loss(logits, batch["mask"])
         # Same first-maximum indices as argmax(dim=1), which is ~20x slower on CPU (torch 2.14).
         preds = logits.detach().max(dim=1).indices
+        getattr(self, f"{split}_loss").update(loss.detach(), weight=preds.shape[0])
+        available = {**batch, "preds": preds, "logits": logits.detach()}
         for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
-            if name == "loss":
-                metric.update(loss.detach(), weight=preds.shape[0])
-            elif name == "thin_recall":
-                if "thin" in batch:
-                    metric.update(preds, batch["mask"], batch["thin"])
-            else:
-                metric.update(preds, batch["mask"])
+            self.declarations[name].update(metric, available)
         return loss, preds, logits
 
     def _log_split_metrics(self, split: str) -> None:
@@ -186,7 +170,11 @@ class SegmentationTask(pl.LightningModule):
         band width, which ``self.log`` of a metric object cannot take.)
         """
         values = {}
-        for name, metric in getattr(self, f"{split}_metrics").items(keep_base=True):
+        metrics = {
+            "loss": getattr(self, f"{split}_loss"),
+            **dict(getattr(self, f"{split}_metrics").items(keep_base=True)),
+        }
+        for name, metric in metrics.items():
             if metric.update_called:
                 result = metric.compute()
                 values |= result if isinstance(result, dict) else {name: result}
@@ -216,17 +204,11 @@ class SegmentationTask(pl.LightningModule):
             self._log_overlays(batch, preds)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, preds, logits = self._shared_step(batch, "test")
+        _, preds, _ = self._shared_step(batch, "test")
         self.test_class_iou.update(preds, batch["mask"])
-        height, width = logits.shape[-2:]
-        if height % 2 == 0 and width % 2 == 0 and min(height, width) >= 8:
-            self.test_checkerboard.update(logits)
 
     def on_test_epoch_end(self) -> None:
         self._log_split_metrics("test")
-        if self.test_checkerboard.update_called:
-            self.log("test/checkerboard", self.test_checkerboard.compute())
-        self.test_checkerboard.reset()
         per_class = self.test_class_iou.compute()
         for name, iou in zip(self.class_names, per_class, strict=True):
             self.log(f"test/IoU_{name}", iou)

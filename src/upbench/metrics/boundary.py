@@ -16,6 +16,7 @@ from upbench.metrics._common import (
     label_masks,
     radius_from_diagonal,
 )
+from upbench.metrics.base import MetricDeclaration, register
 from upbench.validation import non_negative_int
 
 
@@ -155,3 +156,7 @@ class BoundaryFScore(LabelMetric):
         denom = precision + recall
         f = 2 * precision * recall / denom.where(denom > 0, 1.0)
         return class_mean(f, (self.pred_total + self.target_total) > 0)
+
+
+register(MetricDeclaration("bIoU", BoundaryIoU, compared=True))
+register(MetricDeclaration("bF", BoundaryFScore, compared=True))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from upbench.metrics.base import MetricDeclaration, register
 from upbench.validation import positive_int
 
 # The 16 frequency bins at Chebyshev distance exactly 2 from a bin. The periodic Hann window has
@@ -73,7 +75,7 @@ class CheckerboardScore(Metric):
                 f"shape {tuple(feature_map.shape)}"
             )
         height, width = feature_map.shape[-2:]
-        if height % s or width % s or height // s < 4 or width // s < 4:
+        if not self.measures(feature_map, s):
             raise ValueError(
                 f"H and W must be multiples of stride={s} with H/s, W/s >= 4, got {height} x "
                 f"{width}; measure the upsampler output at a size that is s * (input size), "
@@ -103,3 +105,26 @@ class CheckerboardScore(Metric):
 
     def compute(self) -> Tensor:
         return (self.peak / self.ring).float()
+
+    @staticmethod
+    def measures(feature_map: Tensor, stride: int = 2) -> bool:
+        """Whether a map's size can be measured: H and W multiples of ``stride``, at least
+        4 periods each."""
+        height, width = feature_map.shape[-2:]
+        return not (height % stride or width % stride or min(height, width) // stride < 4)
+
+
+# The artifact of the last x2 step, measured on the test logits (lower is better, ~1 is
+# artifact-free); only maps whose size is a multiple of the stride can be measured.
+register(
+    MetricDeclaration(
+        "checkerboard",
+        CheckerboardScore,
+        {"stride": 2},
+        label_space=False,
+        splits=frozenset({"test"}),
+        inputs=("logits",),
+        measurable=partial(CheckerboardScore.measures, stride=2),
+        compared=True,
+    )
+)

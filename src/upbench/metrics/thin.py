@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from upbench.metrics._common import LabelMetric
+from upbench.metrics.base import MetricDeclaration, register
 
 
 class ThinStructureRecall(LabelMetric):
@@ -53,3 +54,11 @@ class ThinStructureRecall(LabelMetric):
 
     def compute(self) -> Tensor:
         return (self.correct.double() / self.total).float()
+
+
+# Only the data modules that mark thin structures provide batch["thin"]; others skip it.
+register(
+    MetricDeclaration(
+        "thin_recall", ThinStructureRecall, inputs=("preds", "mask", "thin"), compared=True
+    )
+)

@@ -14,6 +14,7 @@ from upbench.metrics._common import (
     dilate,
     label_masks,
 )
+from upbench.metrics.base import MetricDeclaration, register
 from upbench.validation import positive_int
 
 
@@ -80,3 +81,6 @@ class TrimapMeanIoU(LabelMetric):
     def key(width: int) -> str:
         """Name of the result for band width ``width`` in the dict returned by ``compute``."""
         return f"trimap_mIoU_w{width}"
+
+
+register(MetricDeclaration("trimap", TrimapMeanIoU))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from upbench.profile import format_count, format_ms
+from upbench.metrics import compared_metrics
+from upbench.report.format import format_count, format_metric, format_ms
 from upbench.report.table import (
     COMPARISONS_FILE,
     GROUP_KEYS,
@@ -34,7 +35,6 @@ from upbench.report.table import (
 
 SOURCE = "best_metrics"
 HEADLINE = "test/mIoU"
-COMPARED_METRICS = ("test/mIoU", "test/bIoU", "test/bF", "test/thin_recall", "test/checkerboard")
 PROFILE_COLUMNS = (
     ("params", "upsampler params", format_count),
     ("latency_fwd_bwd_ms", "fwd+bwd ms", format_ms),
@@ -88,7 +88,7 @@ def summary_markdown(table: ReportTable) -> str:
     varying = varying_groups(table.rows)
     if varying:
         return _pivot(table, varying, HEADLINE in percent)
-    metrics = [m for m in COMPARED_METRICS if m in table.metrics]
+    metrics = [m for m in compared_metrics() if m in table.metrics]
     header = ["upsampler", "runs", "converged"]
     header += [metric_label(m, m in percent) for m in metrics]
     if table.profiles:
@@ -131,8 +131,6 @@ def _pivot(table: ReportTable, varying: Sequence[str], percent: bool) -> str:
             return None  # a mean over the columns that happened to finish would mislead
         return statistics.fmean(stat.mean for stat in stats)
 
-    factor = 100.0 if percent else 1.0
-    decimals = SHORT_DIGITS[0] if percent else SHORT_DIGITS[1]
     full_n = _full_n(table)
     means = {upsampler: mean_over_columns(rows) for upsampler, rows in by_upsampler.items()}
     ranked = sorted(by_upsampler, key=lambda upsampler: -(means[upsampler] or float("-inf")))
@@ -152,7 +150,7 @@ def _pivot(table: ReportTable, varying: Sequence[str], percent: bool) -> str:
             else "-"
             for c in columns
         ]
-        cells.append("-" if mean is None else f"{mean * factor:.{decimals}f}")
+        cells.append("-" if mean is None else format_metric(mean, percent, SHORT_DIGITS))
         lines.append(cells)
     label = metric_label(HEADLINE, percent)
     caption = (

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upbench.profile import format_count, format_mib, format_ms, hand_count_footnote
+from upbench.metrics import compared_metrics, lower_is_better
+from upbench.profile import hand_count_footnote
 from upbench.report.curves import is_converged, read_curve
+from upbench.report.format import format_count, format_mean, format_mib, format_ms
 from upbench.report.stats import CSV_HEADER, ComparisonFamily, ci_half_width, comparisons
 from upbench.results import RESULTS_FILE
 
@@ -29,10 +31,8 @@ STATUSES = ("finished", "running", "interrupted", "failed")
 # (record field, label): the best-validation checkpoint first, as papers quote it.
 SOURCES = (("best_metrics", "best-val ckpt"), ("metrics", "final weights"))
 LEADING_METRICS = ("test/mIoU", "test/pixel_acc")
-# Tested pairwise (comparisons.csv) on the best-validation checkpoint, against REFERENCE and
-# against the best method of each context.
-TESTED_METRICS = ("test/mIoU", "test/bIoU", "test/bF", "test/thin_recall", "test/checkerboard")
-LOWER_IS_BETTER = ("test/checkerboard",)  # ~1 is artifact-free; higher is a stronger artifact
+# The metrics declared ``compared`` (upbench.metrics) are tested pairwise (comparisons.csv) on
+# the best-validation checkpoint, against REFERENCE and against the best method of each context.
 TESTED_SOURCE = "best_metrics"
 REFERENCE = "bilinear"
 COMPARISONS_FILE = "comparisons.csv"
@@ -229,29 +229,23 @@ def format_cell(
     confidence half-width)."""
     if stat is None:
         return row.placeholder()
-    factor = 100.0 if percent else 1.0
-    decimals = digits[0] if percent else digits[1]
-    pm = r" \pm " if latex else " ± "
-    text = f"{stat.mean * factor:.{decimals}f}"
     half = stat.std if spread == "std" else stat.ci
-    if half is not None:
-        text += f"{pm}{half * factor:.{decimals}f}"
-    text = f"${text}$" if latex else text
+    text = format_mean(stat.mean, half, percent, digits, latex)
     return f"{text} (n={stat.n})" if show_n else text
 
 
 def compare_rows(rows: Sequence[Row]) -> ComparisonFamily:
-    """The paired, Holm-corrected comparisons of :data:`TESTED_METRICS` within each context."""
+    """The paired, Holm-corrected comparisons of the compared metrics within each context."""
     values: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
     for row in rows:
         by_metric = values.setdefault(context_of(row.choices), {})
-        for metric in TESTED_METRICS:
+        for metric in compared_metrics():
             by_metric.setdefault(metric, {})[row.choices["upsampler"]] = {
                 r["seed"]: r[TESTED_SOURCE][metric]
                 for r in row.finished
                 if (r.get(TESTED_SOURCE) or {}).get(metric) is not None
             }
-    return comparisons(values, REFERENCE, LOWER_IS_BETTER)
+    return comparisons(values, REFERENCE, lower_is_better())
 
 
 @dataclass
