@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -35,6 +36,21 @@ TINY = [
     "callbacks=none",
 ]
 
+# With TINY: long enough for the training loss to fall for every upsampler (4 epochs of 32
+# images), with a max-pooling backbone so that maxunpool has its indices.
+LEARNS = [
+    "trainer.max_epochs=4",
+    "data.num_train=32",
+    "optimizer.lr=0.01",
+    "backbone.downsample=maxpool",
+]
+
+
+def tiny(*overrides: str) -> list[str]:
+    """:data:`TINY` with ``overrides`` in place of its entries for the same keys."""
+    keys = {override.split("=", 1)[0] for override in overrides}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys] + list(overrides)
+
 
 def confusion_matrix(
     preds: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore: int
@@ -63,6 +79,28 @@ def compose_config(output_dir: Path, overrides: list[str]) -> DictConfig:
         cfg.paths.log_dir = str(output_dir / "logs")
         del cfg.hydra
     return cfg
+
+
+def evaluate_config(output_dir: Path, ckpt: Path, *overrides: str) -> DictConfig:
+    """The config ``python -m upbench.evaluate ckpt=CKPT`` composes, on the tiny runs' trainer,
+    with its record written to ``output_dir``; ``overrides`` are ``key=value`` updates."""
+    cfg = OmegaConf.create(
+        {"ckpt": str(ckpt), "seed": 0, "num_threads": None, "data": None, "paths": {}}
+    )
+    trainer = compose_config(output_dir, list(TINY)).trainer
+    with open_dict(cfg):
+        cfg.trainer = trainer
+        cfg.paths.output_dir = str(output_dir)
+        for override in overrides:
+            key, value = override.split("=", 1)
+            OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    """The epoch values of ``train/loss`` in a run's CSV log, in order."""
+    with open(next(run_dir.rglob("metrics.csv"))) as f:
+        return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
 
 
 class PoisonWeightsAtEpoch(pl.Callback):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from tests.helpers import ENV, ROOT, TINY, compose_config
+from tests.helpers import ENV, ROOT, TINY, compose_config, evaluate_config
 from upbench.evaluate import evaluate, load_task
 from upbench.model import SegmentationModel
 from upbench.results import read_results
@@ -28,20 +28,6 @@ def trained(tmp_path_factory):
     return out, read_results(out)
 
 
-def _evaluate_cfg(out, ckpt, *overrides):
-    cfg = OmegaConf.create(
-        {"ckpt": str(ckpt), "seed": 0, "num_threads": None, "data": None, "paths": {}}
-    )
-    trainer = compose_config(out, list(TINY)).trainer
-    with open_dict(cfg):
-        cfg.trainer = trainer
-        cfg.paths.output_dir = str(out)
-        for override in overrides:
-            key, value = override.split("=", 1)
-            OmegaConf.update(cfg, key, value)
-    return cfg
-
-
 def test_checkpoint_rebuilds_the_trained_network_without_results_json(trained):
     out, record = trained
     task = load_task(out / "checkpoints" / "best.ckpt")
@@ -56,7 +42,7 @@ def test_checkpoint_rebuilds_the_trained_network_without_results_json(trained):
 
 def test_evaluate_gives_the_training_runs_test_metrics(trained, tmp_path):
     out, record = trained
-    metrics = evaluate(_evaluate_cfg(tmp_path, out / "checkpoints" / "best.ckpt"))
+    metrics = evaluate(evaluate_config(tmp_path, out / "checkpoints" / "best.ckpt"))
     expected = {k: v for k, v in record["best_metrics"].items() if k.startswith("test/")}
     assert metrics.keys() == expected.keys() and "test/mIoU" in metrics
     for key, value in expected.items():
@@ -72,19 +58,19 @@ def test_evaluate_on_other_data_and_refusals(trained, tmp_path):
     # Another test split of the same label space (another data seed): other numbers, same keys.
     data = OmegaConf.create(load_task(ckpt).hparams["data"])
     data.seed = 7
-    cfg = _evaluate_cfg(tmp_path / "other", ckpt)
+    cfg = evaluate_config(tmp_path / "other", ckpt)
     cfg.data = data
     assert "test/mIoU" in evaluate(cfg)
     cfg.data.num_classes = 3
     with pytest.raises(ConfigError, match="has 3 classes but ckpt=.* was trained for 4"):
         evaluate(cfg)
     with pytest.raises(ConfigError, match="does not exist"):
-        evaluate(_evaluate_cfg(tmp_path, tmp_path / "missing.ckpt"))
+        evaluate(evaluate_config(tmp_path, tmp_path / "missing.ckpt"))
     old = torch.load(ckpt, weights_only=True)
     del old["hyper_parameters"]
     torch.save(old, tmp_path / "old.ckpt")
     with pytest.raises(ConfigError, match="does not record its network"):
-        evaluate(_evaluate_cfg(tmp_path, tmp_path / "old.ckpt"))
+        evaluate(evaluate_config(tmp_path, tmp_path / "old.ckpt"))
 
 
 @pytest.mark.slow

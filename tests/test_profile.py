@@ -167,12 +167,21 @@ def test_cli_positional_shape_and_names(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["upsampler=nosuch"], ["1", "2", "3"], ["--all", "upsampler=bilinear"], ["bogus"]],
+    ("argv", "message"),
+    [
+        (["upsampler=nosuch"], "unknown upsampler nosuch: choose from bilinear, carafe"),
+        (["1", "2", "3"], "give all five of N C H W SCALE, got [1, 2, 3]"),
+        (["--all", "upsampler=bilinear"], "--all profiles every upsampler"),
+        (["bogus"], "unexpected argument 'bogus'"),
+    ],
 )
-def test_cli_rejects_bad_arguments(argv):
-    with pytest.raises((SystemExit, ValueError)):
+def test_cli_rejects_bad_arguments(argv, message, capsys):
+    """One usage error (exit 2) that names the problem, before anything is profiled."""
+    with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--repeats", "1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
 
 
 @pytest.mark.parametrize("name", ["maxunpool", "sapa"])

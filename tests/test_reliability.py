@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from tests.helpers import ENV, ROOT, TINY, compose_config
+from tests.helpers import ENV, ROOT, TINY, compose_config, tiny
 from upbench.results import read_results
 from upbench.runner import train
 from upbench.task import DivergenceError
@@ -87,6 +87,22 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     assert all(
         torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_last_checkpoint_holds_the_last_epoch_when_the_metric_stops_improving(tmp_path):
+    """Lightning >= 2.5 rewrites last.ckpt only alongside a new best; ours holds every epoch's
+    end, so resume and the final-weights record agree with it. Monitoring the epoch number
+    with mode=min keeps the best at epoch 0, a metric that never improves."""
+    overrides = [
+        *tiny("callbacks=default", "trainer.max_epochs=3"),
+        "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+    ]
+    train(compose_config(tmp_path, overrides))
+    steps_per_epoch = 16 // 8  # data.num_train / data.batch_size of TINY
+    for name, epoch in (("best", 0), ("last", 2)):
+        state = torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=True)
+        assert (state["epoch"], state["global_step"]) == (epoch, (epoch + 1) * steps_per_epoch)
 
 
 def test_truncated_checkpoint_refused_and_previous_kept(tmp_path):

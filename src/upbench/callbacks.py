@@ -21,6 +21,25 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     ``last.ckpt`` remains the last good state.
     """
 
+    # Lightning >= 2.5 rewrites last.ckpt only alongside a new top-k checkpoint, so after an
+    # epoch whose monitored metric did not improve last.ckpt lagged behind the weights; resume
+    # and the final-weights record assume it holds the end of the latest epoch. Each hook below
+    # brings it up to date where Lightning saves (the epoch end, or the validation end).
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._bring_last_up_to_date(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._bring_last_up_to_date(trainer)
+
+    def _bring_last_up_to_date(self, trainer: pl.Trainer) -> None:
+        # _should_skip_saving_checkpoint is also true when this step has been saved already.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.tmp"
         super()._save_checkpoint(trainer, tmp)

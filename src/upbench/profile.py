@@ -479,6 +479,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.shape, args.scale = numbers[:4], numbers[4]
     if names and args.all:
         parser.error("--all profiles every upsampler: drop upsampler=... or --all")
+    known = upsampler_names(args.conf_dir)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown upsampler {', '.join(unknown)}: choose from {', '.join(known)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available here")
     if args.onnx and args.device != "cpu":

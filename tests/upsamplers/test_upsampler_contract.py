@@ -1,8 +1,8 @@
 """Contract shared by every upsampler preset in conf/upsampler/.
 
 Each preset must instantiate through Hydra exactly as the decoder does, map
-(N, in, H, W) -> (N, out, scale*H, scale*W) for odd and even sizes, backpropagate, train, and
-refuse unsupported scales with a clear error.
+(N, in, H, W) -> (N, out, scale*H, scale*W) for odd and even sizes, backpropagate (under bf16
+autocast too), train, and refuse unsupported scales with a clear error.
 """
 
 from pathlib import Path
@@ -98,6 +98,20 @@ def test_yaml_instantiates_and_backpropagates(name, channels):
     assert x.grad is not None and x.grad.abs().sum() > 0
     for p in module.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_runs_under_autocast(name, x_dtype):
+    """Mixed precision (trainer.precision=bf16-mixed): the convs run in bfloat16 while x may be
+    either dtype, and gradients stay finite."""
+    module = upsampler_preset(name, 8, 8, 2)
+    x = torch.randn(1, 8, 4, 6, dtype=x_dtype, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = run(module, x, 8)
+    assert y.shape == (1, 8, 8, 12)
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", PRESETS)
