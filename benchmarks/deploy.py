@@ -18,13 +18,11 @@ threads on both sides. The ratio is ORT / eager: below 1, the deployed model is 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from upbench.export import SEGMENTER_INPUT, export_onnx, ort_latency_ms, segmenter_latency_ms
+from upbench.export import SEGMENTER_INPUT, exported_latency_ms, segmenter_latency_ms
 from upbench.profile import (
     load_upsampler_config,
     median_latency_ms,
@@ -59,10 +57,7 @@ def upsampler_latencies(
             module(*args, **kwargs)
 
     eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(module, args, Path(tmp) / "upsampler.onnx", kwargs=kwargs).path
-        ort = ort_latency_ms(path, args, threads, repeats, warmup)
-    return eager, ort
+    return eager, exported_latency_ms(module, args, threads, repeats, warmup, kwargs)
 
 
 def render(title: str, header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:

@@ -10,26 +10,21 @@ import pytest
 import torch
 
 from tests.helpers import ENV, ROOT, TINY, compose_config, group_options
-from upbench.export import export_and_verify, export_onnx, largest_intermediate
-from upbench.instantiate import instantiate
-from upbench.model import build_model
+from upbench.export import default_segmenter, export_and_verify, export_onnx, largest_intermediate
 from upbench.ops.carafe import _Carafe, _carafe_graph
 from upbench.upsamplers.carafe import CARAFE
 
 pytest.importorskip("onnxruntime")
 
 
-def network(tmp_path, upsampler: str):
+def network(upsampler: str):
     """The default segmenter (built-in ResNet, U-Net) with 2 stages instead of 4: every op
     kind of the network is there (stem, residual stages, skips, the upsampler at two levels,
     padding and cropping), at half the graph that the exporter's symbolic tracing pays for
     per node. The command's test exports the full default depth."""
-    overrides = [*TINY, f"upsampler={upsampler}", "backbone.num_stages=2"]
-    if upsampler == "maxunpool":
-        overrides.append("backbone.downsample=maxpool")
-    cfg = compose_config(tmp_path, overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg, instantiate(cfg.data).num_classes)
+    model = default_segmenter(
+        upsampler, ["backbone.width=8", "backbone.num_stages=2", "data.image_size=32"]
+    )
     # Trained-looking BatchNorm statistics, so that eval mode is not the identity on them.
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -41,7 +36,7 @@ def network(tmp_path, upsampler: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("upsampler", group_options("upsampler"))
 def test_every_upsampler_exports_and_matches_pytorch_at_two_sizes(tmp_path, upsampler):
-    model = network(tmp_path, upsampler)
+    model = network(upsampler)
     example = torch.randn(2, 3, 32, 32)
     exported = export_and_verify(model, example, tmp_path / "model.onnx", dynamic=True)
     assert exported.exporter == "dynamo"

@@ -39,6 +39,7 @@ from upbench.evaluate import load_task
 from upbench.instantiate import instantiate
 from upbench.model import build_model
 from upbench.profile import median_latency_ms
+from upbench.upsamplers.base import declaration
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +193,39 @@ def largest_intermediate(path: str | Path) -> tuple[str, int]:
     return best
 
 
+def default_segmenter(upsampler: str, overrides: Sequence[str] = ()) -> nn.Module:
+    """The default segmenter (``conf/config.yaml``: built-in ResNet, U-Net) with the upsampler
+    preset ``upsampler``, untrained (seed 0), in eval mode. A method that needs pooling indices
+    gets a max-pooling backbone, which provides them."""
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"upsampler={upsampler}", *overrides])
+    if declaration(cfg.upsampler).needs_pool_indices:
+        cfg.backbone.downsample = "maxpool"
+    torch.manual_seed(0)
+    return build_model(cfg, instantiate(cfg.data).num_classes).eval()
+
+
+def exported_latency_ms(
+    module: nn.Module,
+    args: Sequence[Tensor],
+    threads: int,
+    repeats: int = 20,
+    warmup: int = 3,
+    kwargs: dict[str, Any] | None = None,
+) -> float:
+    """:func:`ort_latency_ms` of ``module`` exported with static shapes for ``args`` (and
+    ``kwargs``) to a temporary file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(module, tuple(args), Path(tmp) / "model.onnx", kwargs=kwargs).path
+        return ort_latency_ms(path, args, threads, repeats, warmup)
+
+
 def segmenter_latency_ms(
     name: str, shape: Sequence[int], threads: int, repeats: int, warmup: int
 ) -> tuple[float, float]:
-    """(eager ms, ORT ms) of the default segmenter (built-in ResNet, U-Net) with upsampler
-    ``name`` on images of ``shape``, untrained, exported with static shapes: medians after
-    ``warmup`` runs, ``threads`` CPU threads on both sides."""
-    overrides = [f"upsampler={name}", f"data.image_size={shape[-1]}"]
-    if name == "maxunpool":
-        overrides.append("backbone.downsample=maxpool")
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg, instantiate(cfg.data).num_classes).eval()
+    """(eager ms, ORT ms) of :func:`default_segmenter` with upsampler ``name`` on images of
+    ``shape``: medians after ``warmup`` runs, ``threads`` CPU threads on both sides."""
+    model = default_segmenter(name, [f"data.image_size={shape[-1]}"])
     image = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
     def forward() -> None:
@@ -212,10 +233,7 @@ def segmenter_latency_ms(
             model(image)
 
     eager = median_latency_ms(forward, torch.device("cpu"), repeats, warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, image, Path(tmp) / "segmenter.onnx").path
-        ort = ort_latency_ms(path, [image], threads, repeats, warmup)
-    return eager, ort
+    return eager, exported_latency_ms(model, [image], threads, repeats, warmup)
 
 
 def verification_inputs(

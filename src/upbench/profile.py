@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -317,7 +316,11 @@ def profile_upsampler(
 
     result["latency_fwd_ms"] = median_latency_ms(forward, device, repeats, warmup)
     if onnx and device.type == "cpu":
-        result["latency_ort_ms"] = _ort_latency_ms(module, args, kwargs, repeats, warmup)
+        from upbench.export import exported_latency_ms  # it uses this module's timing
+
+        result["latency_ort_ms"] = exported_latency_ms(
+            module, args, torch.get_num_threads(), repeats, warmup, kwargs
+        )
         if isinstance(name_or_cfg, str):
             from upbench.export import SEGMENTER_INPUT, segmenter_latency_ms
 
@@ -348,16 +351,6 @@ def profile_upsampler(
     else:
         result["peak_memory_bytes"] = saved_activation_bytes(module, train_args, kwargs)
     return result
-
-
-def _ort_latency_ms(
-    module: nn.Module, args: tuple, kwargs: dict, repeats: int, warmup: int
-) -> float:
-    from upbench.export import export_onnx, ort_latency_ms
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(module, args, Path(tmp) / "upsampler.onnx", kwargs=kwargs).path
-        return ort_latency_ms(path, args, torch.get_num_threads(), repeats, warmup)
 
 
 def profile_all(

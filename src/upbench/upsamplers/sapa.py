@@ -90,6 +90,13 @@ class SAPA(Upsampler):
         s, r = self.scale, self.k_up // 2
         # (N, m, H, s, W, s): the s x s block of queries that share source pixel (y, x).
         query = query.view(n, m, h, s, w, s)
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            # One batched product over the unfolded key windows (k_up^2 x the low-resolution
+            # key, held by ONNX Runtime only during inference): the k_up^2 shifted products
+            # below each cost the exporter's symbolic tracing as much as the rest of a network.
+            windows = F.unfold(key, self.k_up, padding=r).view(n, m, self.k_up**2, h, w)
+            similarity = torch.einsum("nmthw,nmhawb->nthawb", windows, query)
+            return similarity.reshape(n, self.k_up**2, s * h, s * w)
         padded = F.pad(key, (r, r, r, r))
         taps = [
             (query * padded[:, :, dy : dy + h, None, dx : dx + w, None]).sum(1)
