@@ -36,7 +36,12 @@ def sapa_loop(m: SAPA, x, guide):
 
 
 @pytest.mark.parametrize("scale", [2, 3])
-def test_matches_the_loop_reference(scale):
+@pytest.mark.parametrize("exporting", [False, True])
+def test_matches_the_loop_reference(scale, exporting, monkeypatch):
+    """Eager, and the graph taken under export (the similarities as one product over unfolded
+    key windows, the reassembly as CARAFE's export graph)."""
+    if exporting:
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.manual_seed(0)
     # A 3x4 map with a 5x5 window: every output pixel's window crosses a border.
     m = SAPA(4, 4, scale, guide_channels=6, embedding_dim=5, norm_groups=2).double()
@@ -45,22 +50,6 @@ def test_matches_the_loop_reference(scale):
             p.copy_(torch.randn_like(p))
     x = torch.randn(2, 4, 3, 4, dtype=torch.float64)
     guide = torch.randn(2, 6, 3 * scale, 4 * scale, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(m(x, guide), sapa_loop(m, x, guide), atol=1e-10, rtol=0)
-
-
-@pytest.mark.parametrize("scale", [2, 3])
-def test_export_graph_matches_the_loop_reference(scale, monkeypatch):
-    """Under export the similarities are one product over unfolded key windows; the whole module
-    must still equal the paper's per-pixel formula (borders included)."""
-    torch.manual_seed(0)
-    m = SAPA(4, 4, scale, guide_channels=6, embedding_dim=5, norm_groups=2).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-    x = torch.randn(2, 4, 3, 4, dtype=torch.float64)
-    guide = torch.randn(2, 6, 3 * scale, 4 * scale, dtype=torch.float64)
-    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     with torch.no_grad():
         torch.testing.assert_close(m(x, guide), sapa_loop(m, x, guide), atol=1e-10, rtol=0)
 
