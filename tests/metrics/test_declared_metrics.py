@@ -180,3 +180,17 @@ def test_checkerboard_is_skipped_where_it_cannot_measure(size, measured):
 def test_a_different_metric_under_a_taken_name_is_refused():
     with pytest.raises(ValueError, match="already registered as 'mIoU'"):
         register(MetricDeclaration("mIoU", MarkedForeground, label_space=False))
+
+
+def test_the_report_shows_only_declared_fractions_in_percent():
+    """The checkerboard ratio of a SegFormer head (logits resized x4) lies far below 1; it must
+    not be printed as a percentage like the shares."""
+    from upbench.report.table import percent_metrics
+
+    class Row:
+        finished = [
+            {"best_metrics": {"test/mIoU": 0.7, "test/checkerboard": 0.008}, "metrics": {}},
+            {"best_metrics": {"test/mIoU": 0.6, "test/checkerboard": 0.009}, "metrics": {}},
+        ]
+
+    assert percent_metrics([Row()], ["test/mIoU", "test/checkerboard"]) == {"test/mIoU"}

@@ -17,6 +17,7 @@ from upbench.metrics.base import (
     compared_metrics,
     declared_metrics,
     lower_is_better,
+    non_fractions,
     register,
     unregister,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "compared_metrics",
     "declared_metrics",
     "lower_is_better",
+    "non_fractions",
     "register",
     "unregister",
 ]

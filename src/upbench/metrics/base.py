@@ -40,6 +40,8 @@ class MetricDeclaration:
         measurable: whether a step's inputs can be measured (the checkerboard needs even
             sizes); ``None``: always.
         compared: a headline metric, tested pairwise between methods and shown in the summary.
+        fraction: its values are shares in [0, 1], which the report shows in %; ``False`` for a
+            ratio that merely happens to fall below 1 (the checkerboard score).
     """
 
     name: str
@@ -50,6 +52,7 @@ class MetricDeclaration:
     inputs: tuple[str, ...] = ("preds", "mask")
     measurable: Callable[..., bool] | None = None
     compared: bool = False
+    fraction: bool = True
 
     def __post_init__(self) -> None:
         if not set(self.splits) <= set(SPLITS):
@@ -107,6 +110,11 @@ def declared_metrics(split: str | None = None) -> list[MetricDeclaration]:
 def compared_metrics() -> list[str]:
     """Result keys of the headline metrics: ``test/<name>`` of each ``compared`` declaration."""
     return [f"test/{d.name}" for d in declared_metrics("test") if d.compared]
+
+
+def non_fractions() -> set[str]:
+    """Result keys (``val/<name>``, ``test/<name>``) of the metrics that are not shares."""
+    return {f"{split}/{d.name}" for d in declared_metrics() if not d.fraction for split in SPLITS}
 
 
 def lower_is_better() -> list[str]:

@@ -126,5 +126,6 @@ register(
         inputs=("logits",),
         measurable=partial(CheckerboardScore.measures, stride=2),
         compared=True,
+        fraction=False,
     )
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upbench.metrics import compared_metrics, lower_is_better
+from upbench.metrics import compared_metrics, lower_is_better, non_fractions
 from upbench.profile import hand_count_footnote
 from upbench.report.curves import is_converged, read_curve
 from upbench.report.format import format_count, format_mean, format_mib, format_ms
@@ -192,9 +192,13 @@ def build_rows(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> 
 
 
 def percent_metrics(rows: Sequence[Row], metrics: Sequence[str]) -> set[str]:
-    """Metrics whose every value lies in [0, 1]: shown x100, as papers quote mIoU in %."""
+    """Metrics whose every value lies in [0, 1], except those declared not to be shares (the
+    checkerboard ratio): shown x100, as papers quote mIoU in %."""
     out = set()
+    ratios = non_fractions()
     for metric in metrics:
+        if metric in ratios:
+            continue
         values = [
             v
             for row in rows
