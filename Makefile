@@ -23,11 +23,13 @@ train: install
 	$(PY) train.py $(ARGS)
 
 # One pytest worker per core (pytest-xdist); each runs torch on one thread (tests/conftest.py).
+# worksteal: an idle worker takes tests queued on the busy one, so the minute-long end-to-end
+# tests do not leave a core idle at the end; the slowest tests are listed after the run.
 test: install
-	$(PY) -m pytest -n auto $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal --durations=15 $(ARGS)
 
 test-fast: install
-	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal -m "not slow" $(ARGS)
 
 # On a CUDA machine: every upsampler under trainer=gpu_fast and fp16 (skipped without a GPU).
 test-gpu: install

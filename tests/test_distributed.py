@@ -126,16 +126,11 @@ def assert_states_reduced(recorded_miou: float, reference: dict[str, float]) -> 
 
 @pytest.fixture(scope="module")
 def ddp_spawn_run(tmp_path_factory):
+    """conf/trainer/ddp_spawn.yaml as it is (no SyncBatchNorm) with the CSV logger, which must
+    survive the second spawn (trainer.test)."""
     tmp = tmp_path_factory.mktemp("ddp_spawn")
-    # logger=none: Lightning's CSVLogger fails in the second spawn (trainer.test) - see
-    # test_ddp_spawn_with_conf_defaults_and_csv_logger.
     proc = run_train(
-        tmp,
-        "trainer=ddp_spawn",
-        *CPU_RANKS,
-        *ddp_tiny("none"),
-        CPU_SYNC_BN,
-        f"hydra.run.dir={tmp}/run",
+        tmp, "trainer=ddp_spawn", *CPU_RANKS, *ddp_tiny("csv"), f"hydra.run.dir={tmp}/run"
     )
     return tmp, proc
 
@@ -177,16 +172,12 @@ def test_ddp_epoch_loss_is_reduced_across_ranks(ddp_run):
     assert record["best_metrics"]["test/loss"] == pytest.approx(reference["loss"], abs=1e-5)
 
 
-def test_ddp_spawn_with_conf_defaults_and_csv_logger(tmp_path):
-    proc = run_train(
-        tmp_path,
-        "trainer=ddp_spawn",
-        *CPU_RANKS,
-        *ddp_tiny("csv"),
-        f"hydra.run.dir={tmp_path}/run",
-    )
-    record = assert_single_finished_run(tmp_path, proc)
+def test_ddp_spawn_with_conf_defaults_and_csv_logger(ddp_spawn_run):
+    tmp, proc = ddp_spawn_run
+    record = assert_single_finished_run(tmp, proc)
     assert "test/mIoU" in record["best_metrics"]
+    metrics_csv = next((tmp / "run" / "csv").rglob("metrics.csv")).read_text()
+    assert "test/mIoU" in metrics_csv.splitlines()[0]
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
