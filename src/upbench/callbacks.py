@@ -17,8 +17,9 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     On SIGINT/SIGTERM it also saves the mid-epoch state to ``interrupted.ckpt`` for inspection;
     ``resume=true`` continues from ``last.ckpt`` (the last finished epoch), which makes a resumed
-    run bit-identical to an uninterrupted one. A diverged run (NaN loss) saves nothing, so
-    ``last.ckpt`` remains the last good state.
+    run bit-identical to an uninterrupted one if the network draws no random numbers while
+    training (no dropout: the global random state is not saved). A diverged run (NaN loss)
+    saves nothing, so ``last.ckpt`` remains the last good state.
     """
 
     # Lightning >= 2.5 rewrites last.ckpt only alongside a new top-k checkpoint, so after an
