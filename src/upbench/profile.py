@@ -316,14 +316,13 @@ def profile_upsampler(
 
     result["latency_fwd_ms"] = median_latency_ms(forward, device, repeats, warmup)
     if onnx and device.type == "cpu":
-        from upbench.export import exported_latency_ms  # it uses this module's timing
+        # upbench.export uses this module's timing, hence the import here.
+        from upbench.export import SEGMENTER_INPUT, exported_latency_ms, segmenter_latency_ms
 
         result["latency_ort_ms"] = exported_latency_ms(
             module, args, torch.get_num_threads(), repeats, warmup, kwargs
         )
         if isinstance(name_or_cfg, str):
-            from upbench.export import SEGMENTER_INPUT, segmenter_latency_ms
-
             eager, ort = segmenter_latency_ms(
                 name_or_cfg, SEGMENTER_INPUT, torch.get_num_threads(), repeats, warmup
             )

@@ -20,21 +20,22 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message says what to change."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+def is_int(value: object) -> bool:
+    """An int, but not a bool (``True`` is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def positive_int(key: str, value: object) -> int:
     """``value`` if it is an int >= 1, else a ValueError naming ``key``, the option as the user
     sets it (``backbone.width``)."""
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
     return value
 
 
 def non_negative_int(key: str, value: object) -> int:
     """``value`` if it is an int >= 0, else a ValueError naming ``key``."""
-    if not _is_int(value) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
     return value
 

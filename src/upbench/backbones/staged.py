@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from upbench.backbones.base import BackboneOutput
 from upbench.layers import conv_bn_act
-from upbench.validation import positive_int
+from upbench.validation import is_int, positive_int
 
 DOWNSAMPLE_MODES = ("maxpool", "stride", "avgpool")
 
@@ -94,7 +94,7 @@ class StagedBackbone(nn.Module):
             raise ValueError(
                 f"backbone.downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}"
             )
-        if isinstance(dilate_last, bool) or not isinstance(dilate_last, int):
+        if not is_int(dilate_last):
             raise ValueError(f"backbone.dilate_last must be an integer, got {dilate_last!r}")
         if not 0 <= dilate_last < num_stages:
             raise ValueError(

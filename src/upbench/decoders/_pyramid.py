@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from upbench.upsamplers.base import UpsamplerSpec, declaration
+from upbench.validation import is_int
 
 
 def deepest_levels(
@@ -19,8 +20,7 @@ def deepest_levels(
     if len(encoder_channels) != len(encoder_strides):
         raise ValueError("encoder_channels and encoder_strides must have the same length")
     levels = len(encoder_channels)
-    is_int = isinstance(num_levels, int) and not isinstance(num_levels, bool)
-    if not is_int or not 2 <= num_levels <= levels:
+    if not is_int(num_levels) or not 2 <= num_levels <= levels:
         raise ValueError(
             f"decoder.num_levels={num_levels!r}: the {decoder} head reads 2 to {levels} "
             f"levels of this backbone (strides {encoder_strides}); set "

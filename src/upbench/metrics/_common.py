@@ -16,13 +16,11 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from upbench.validation import positive_int
+from upbench.validation import is_int, positive_int
 
 
 def check_ignore_index(ignore_index: object) -> int | None:
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-    ):
+    if ignore_index is not None and not is_int(ignore_index):
         raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
     return ignore_index
 

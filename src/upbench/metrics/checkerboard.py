@@ -107,7 +107,7 @@ class CheckerboardScore(Metric):
         return (self.peak / self.ring).float()
 
     @staticmethod
-    def measures(feature_map: Tensor, stride: int = 2) -> bool:
+    def measures(feature_map: Tensor, stride: int) -> bool:
         """Whether a map's size can be measured: H and W multiples of ``stride``, at least
         4 periods each."""
         height, width = feature_map.shape[-2:]
@@ -116,15 +116,16 @@ class CheckerboardScore(Metric):
 
 # The artifact of the last x2 step, measured on the test logits (lower is better, ~1 is
 # artifact-free); only maps whose size is a multiple of the stride can be measured.
+TASK_STRIDE = 2
 register(
     MetricDeclaration(
         "checkerboard",
         CheckerboardScore,
-        {"stride": 2},
+        {"stride": TASK_STRIDE},
         label_space=False,
         splits=frozenset({"test"}),
         inputs=("logits",),
-        measurable=partial(CheckerboardScore.measures, stride=2),
+        measurable=partial(CheckerboardScore.measures, stride=TASK_STRIDE),
         compared=True,
         fraction=False,
     )

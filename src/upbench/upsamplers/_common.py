@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from upbench.validation import positive_int
+from upbench.validation import is_int, positive_int
 
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
 # align_corners is only meaningful for these modes; passing it for the others raises in PyTorch.
@@ -31,7 +31,7 @@ def check_mode(mode: str) -> str:
 def check_odd_kernel(kernel_size: int, name: str = "kernel_size") -> int:
     """A 'same' convolution needs an odd kernel so that padding k // 2 keeps H and W (and a
     reassembly window needs a centre). ``name``: the option as the user sets it."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 != 1:
+    if not is_int(kernel_size) or kernel_size % 2 != 1:
         raise ValueError(
             f"{name} must be odd so the window has a centre and keeps H and W, got "
             f"{kernel_size!r}; set upsampler.{name} to an odd size (3, 5, ...)"

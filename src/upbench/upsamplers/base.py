@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from upbench.instantiate import instantiate
+from upbench.validation import is_int
 
 UpsamplerSpec = Mapping | Callable[..., nn.Module]
 
@@ -44,8 +45,7 @@ class Scales(Container[int]):
         self.rule = rule
 
     def __contains__(self, scale: object) -> bool:
-        is_int = isinstance(scale, int) and not isinstance(scale, bool)
-        return is_int and scale >= 1 and self.rule(scale)
+        return is_int(scale) and scale >= 1 and self.rule(scale)
 
     def __repr__(self) -> str:
         return self.description

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from upbench.upsamplers._common import check_channels
 from upbench.upsamplers.base import POWERS_OF_TWO, Scales, Upsampler, declaration
 from upbench.upsamplers.interpolate import Interpolation
+from upbench.validation import is_int
 
 UpsamplerFactory = Callable[..., nn.Module]
 _STEP = 2
@@ -83,8 +84,7 @@ class Stepwise(Upsampler):
     ) -> None:
         super().__init__()
         check_channels(in_channels, out_channels)
-        is_int = isinstance(scale, int) and not isinstance(scale, bool)
-        if not is_int or scale < _STEP or scale & (scale - 1):
+        if not is_int(scale) or scale < _STEP or scale & (scale - 1):
             raise ValueError(
                 f"Stepwise needs scale to be a power of two >= 2 (2, 4, 8, ...), got {scale!r}; "
                 f"use resize_conv or transposed for other factors"
