@@ -69,15 +69,15 @@ def test_every_table_pairs_at_least_5_seeds_per_cell():
 def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_resnet_table():
     """Every job of upsamplers_resnet (10 upsamplers x 10 seeds) on each backbone: 300 jobs, and
     job u*10 + s of that table is job u*30 + 3*s here (its ResNet runs can be copied over)."""
-    resnet_jobs = {tuple(job) for job in sweep("upsamplers_resnet")[1]}
+    resnet_jobs = sweep("upsamplers_resnet")[1]
     backbone_jobs = sweep("upsamplers_x_backbones")[1]
     assert {job[-1] for job in backbone_jobs} == {
         "backbone=resnet",
         "backbone=inception",
         "backbone=mobilenet",
     }
-    assert {tuple(job[:-1]) for job in backbone_jobs} == resnet_jobs
-    for index, job in enumerate(sweep("upsamplers_resnet")[1]):
+    assert {tuple(job[:-1]) for job in backbone_jobs} == {tuple(job) for job in resnet_jobs}
+    for index, job in enumerate(resnet_jobs):
         upsampler, seed = divmod(index, 10)
         assert backbone_jobs[upsampler * 30 + 3 * seed] == [*job, "backbone=resnet"]
     assert len(backbone_jobs) == 300

@@ -52,10 +52,10 @@ class SliceDataset(Dataset):
         return {"image": self.images[index], "mask": self.masks[index]}
 
 
-@functools.lru_cache(maxsize=1)
 def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """nilearn's 1 mm (197, 233, 189) maps: T1 float32, tissue probabilities (CSF, GM, WM) float64
-    stacked on axis 0, and the brain (T1 > 0)."""
+    stacked on axis 0, and the brain (T1 > 0). Not cached: the float64 stack is 200 MB, and only
+    ``load_volumes``' small result is kept for the life of a training process."""
     from nilearn import datasets
 
     t1 = datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)
