@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 TABLE ?= upsamplers_resnet
 # A fixed sweep directory: rerunning `make table` completes a half-finished sweep (finished jobs
-# are skipped). Delete it, or pass SWEEP_DIR=..., for a fresh sweep.
-SWEEP_DIR ?= logs/$(TABLE)/sweep
+# are skipped). It lies in experiments/runs/ so that its run records (results.json, CSV logs,
+# configs) can be committed and a build spans sessions and machines; checkpoints and W&B files
+# stay ignored (.gitignore). Pass SWEEP_DIR=... for a fresh sweep.
+SWEEP_DIR ?= experiments/runs/$(TABLE)
 
 .PHONY: install train test test-fast test-gpu lint table bench
 

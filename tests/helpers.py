@@ -6,12 +6,16 @@ import csv
 import os
 from pathlib import Path
 
+import hydra
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from upbench.model import build_model
+from upbench.results import PREDICTED_IMAGES, read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -123,3 +127,33 @@ def upsampler_preset(name: str, in_channels: int, out_channels: int, scale: int)
 
     cfg = OmegaConf.load(CONF_DIR / "upsampler" / f"{name}.yaml")
     return build_upsampler(cfg, in_channels, out_channels, scale, out_channels)
+
+
+def checkpoint_network(run_dir: Path, checkpoint: str):
+    """``(network, datamodule)`` of a run directory: the network of its Hydra config with the
+    weights of ``checkpoints/<checkpoint>.ckpt`` (the task's ``model.`` entries), in eval mode."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    network = build_model(cfg, datamodule.num_classes)
+    ckpt = torch.load(
+        run_dir / "checkpoints" / f"{checkpoint}.ckpt", map_location="cpu", weights_only=True
+    )
+    prefix = "model."
+    network.load_state_dict(
+        {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    )
+    return network.eval(), datamodule
+
+
+def assert_predictions_are_the_best_checkpoints(run_dir: Path) -> None:
+    """The run's predictions.pt holds what its best-validation checkpoint predicts for the first
+    test images, so the report's grid shows that network without loading it."""
+    saved = read_predictions(run_dir)
+    assert saved is not None and saved["weights"] == "best"
+    network, datamodule = checkpoint_network(run_dir, "best")
+    batch = datamodule.first_test_images(PREDICTED_IMAGES)
+    with torch.no_grad():
+        expected = network(batch["image"]).argmax(dim=1)
+    assert saved["predictions"].dtype == torch.uint8 and len(expected) == PREDICTED_IMAGES
+    assert torch.equal(saved["predictions"].long(), expected)

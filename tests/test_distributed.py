@@ -14,14 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from tests.helpers import ENV, ROOT, confusion_matrix, tiny
-from upbench.model import build_model
+from tests.helpers import (
+    ENV,
+    ROOT,
+    assert_predictions_are_the_best_checkpoints,
+    checkpoint_network,
+    confusion_matrix,
+    tiny,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,18 +73,7 @@ def single_process_test(run_dir: Path, checkpoint: str) -> dict[str, float]:
 
     Returns the dataset mIoU and mean loss, and ``rank_average_mIoU``: the mean of the mIoUs of
     the shards a 2-rank ``DistributedSampler(shuffle=False)`` deals (samples r, r + 2, ...)."""
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup("test")
-    model = build_model(cfg, datamodule.num_classes)
-    ckpt = torch.load(
-        run_dir / "checkpoints" / f"{checkpoint}.ckpt", map_location="cpu", weights_only=True
-    )
-    prefix = "model."
-    model.load_state_dict(
-        {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    )
-    model.eval()
+    model, datamodule = checkpoint_network(run_dir, checkpoint)
     preds, masks, losses = [], [], []
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
@@ -178,6 +171,8 @@ def test_ddp_spawn_with_conf_defaults_and_csv_logger(ddp_spawn_run):
     assert "test/mIoU" in record["best_metrics"]
     metrics_csv = next((tmp / "run" / "csv").rglob("metrics.csv")).read_text()
     assert "test/mIoU" in metrics_csv.splitlines()[0]
+    # Written by the main process from the best checkpoint, not from its own (untrained) copy.
+    assert_predictions_are_the_best_checkpoints(tmp / "run")
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):

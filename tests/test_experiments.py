@@ -5,6 +5,9 @@ on a combination nobody tried."""
 from __future__ import annotations
 
 import itertools
+import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from tests.helpers import CONF_DIR, compose_config, group_options
+from tests.helpers import CONF_DIR, ROOT, compose_config, group_options
 from upbench.instantiate import instantiate
 from upbench.model import build_model
 from upbench.validation import validate_config, validate_setup
@@ -94,3 +97,25 @@ def test_every_sweep_job_builds(tmp_path, experiment, launcher, job):
     with torch.no_grad():
         logits = model(torch.randn(2, datamodule.in_channels, size, size))
     assert logits.shape == (2, datamodule.num_classes, size, size)
+
+
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git checkout"
+)
+def test_make_table_sweeps_where_its_records_are_committed_and_its_weights_are_not():
+    """A table takes longer than a session, and a new session starts from a clone: the finished
+    jobs it skips must be in the repository. So make table's sweep directory is not ignored,
+    except for the checkpoints and W&B files of its runs."""
+    default = re.search(r"^SWEEP_DIR \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    job = default.group(1).replace("$(TABLE)", "upsamplers_brain") + "/7"
+
+    def ignored(path: str) -> bool:
+        check = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT)
+        assert check.returncode in (0, 1), check
+        return check.returncode == 0
+
+    for record in ("results.json", "csv/version_0/metrics.csv", ".hydra/config.yaml"):
+        assert not ignored(f"{job}/{record}"), record
+    assert not ignored(f"{job}/../multirun.yaml")
+    for heavy in ("checkpoints/last.ckpt", "checkpoints/best.ckpt.tmp", "wandb/run.wandb"):
+        assert ignored(f"{job}/{heavy}"), heavy

@@ -21,7 +21,7 @@ from upbench.report.cli import main
 from upbench.report.plots import prediction_grids, scatter_plots
 from upbench.report.summary import summary_markdown
 from upbench.report.table import Stat, build_table
-from upbench.results import write_results
+from upbench.results import PREDICTED_IMAGES, write_predictions, write_results
 from upbench.task import SegmentationTask
 
 UPSAMPLER_CONF = ROOT / "conf" / "upsampler"
@@ -200,8 +200,8 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, capsys):
     ]
     printed = capsys.readouterr().out
     assert summary.splitlines()[2] in printed
-    # No checkpoints in fabricated runs: the prediction grid is skipped with a note.
-    assert "no finished run with checkpoints" in printed
+    # Neither predictions nor checkpoints in fabricated runs: the grid is skipped with a note.
+    assert "no finished run with predictions.pt of 4 images or checkpoints" in printed
 
 
 def summary_lines(markdown: str) -> list[list[str]]:
@@ -255,17 +255,26 @@ def test_summary_pivots_a_second_varying_group_into_columns(tmp_path):
 
 def test_prediction_grids_make_one_figure_per_backbone(tmp_path):
     """Runs on two backbones give one grid each (not one grid of every column), every method's
-    prediction loaded from its run's checkpoint through its recorded config."""
+    prediction read from its run's predictions.pt or, for a run without one, loaded from its
+    checkpoint through its recorded config. Both are the files beside results.json, not at the
+    recorded output_dir: a committed sweep is read from wherever it was cloned."""
     for i, backbone in enumerate(("resnet", "mobilenet")):
         out = tmp_path / "runs" / str(i)
         cfg = compose_config(out, [*TINY, f"backbone={backbone}", "upsampler=bilinear"])
         datamodule = instantiate(cfg.data)
         num_classes = datamodule.num_classes
-        task = SegmentationTask(build_model(cfg, num_classes), num_classes, optimizer=None)
-        (out / "checkpoints").mkdir(parents=True)
-        torch.save({"state_dict": task.state_dict()}, out / "checkpoints" / "best.ckpt")
+        network = build_model(cfg, num_classes)
+        if backbone == "resnet":  # a run recorded before runs wrote predictions.pt
+            task = SegmentationTask(network, num_classes, optimizer=None)
+            (out / "checkpoints").mkdir(parents=True)
+            torch.save({"state_dict": task.state_dict()}, out / "checkpoints" / "best.ckpt")
+        else:  # a committed run: its predictions, no checkpoint
+            out.mkdir(parents=True)
+            images = datamodule.first_test_images(PREDICTED_IMAGES)["image"]
+            write_predictions(out, network.eval()(images).argmax(dim=1), "best")
         run = record("bilinear", 0, "finished", out, backbone)
         run["config"] = OmegaConf.to_container(cfg, resolve=True)
+        run["output_dir"] = str(tmp_path / "cloned_elsewhere" / str(i))
         write_results(out, run)
     written, notes = prediction_grids(build_table([tmp_path / "runs"]), tmp_path, count=2)
     assert notes == []

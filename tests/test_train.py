@@ -15,6 +15,7 @@ from tests.helpers import (
     LEARNS,
     ROOT,
     TINY,
+    assert_predictions_are_the_best_checkpoints,
     compose_config,
     evaluate_config,
     group_options,
@@ -109,6 +110,7 @@ def test_train_py_subprocess_writes_results_and_logs(tmp_path):
     assert any(row.get("val/bIoU") for row in rows)
     assert any(row.get("test/thin_recall") for row in rows)
     assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert_predictions_are_the_best_checkpoints(run_dir)
     assert "test/mIoU" in proc.stdout  # the final rich table
 
 

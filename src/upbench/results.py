@@ -27,7 +27,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 RESULTS_FILE = "results.json"
+
+# Beside results.json: the predicted classes of the first test images, so that the report's
+# prediction grid needs no checkpoint (a committed sweep, experiments/runs/, has none).
+PREDICTIONS_FILE = "predictions.pt"
+PREDICTED_IMAGES = 4
 
 
 def _clean(value: Any) -> Any:
@@ -57,6 +65,19 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / RESULTS_FILE
     return json.loads(path.read_text())
+
+
+def write_predictions(output_dir: str | Path, predictions: Tensor, weights: str) -> Path:
+    """``predictions.pt``: ``{"predictions": uint8 (N, H, W) class ids of the first N test images,
+    "weights": "best" | "final"}`` (which weights predicted them)."""
+    path = Path(output_dir) / PREDICTIONS_FILE
+    torch.save({"predictions": predictions.to(torch.uint8).cpu(), "weights": weights}, path)
+    return path
+
+
+def read_predictions(output_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(output_dir) / PREDICTIONS_FILE
+    return torch.load(path, weights_only=True) if path.is_file() else None
 
 
 @contextmanager

@@ -20,7 +20,13 @@ from rich.table import Table
 from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
 from upbench.model import network_config
-from upbench.results import RESULTS_FILE, read_results, recording
+from upbench.results import (
+    PREDICTED_IMAGES,
+    RESULTS_FILE,
+    read_results,
+    recording,
+    write_predictions,
+)
 from upbench.task import SegmentationTask
 from upbench.validation import (
     ConfigError,
@@ -229,6 +235,26 @@ def _fit_and_test(
             task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
         )
         record["best_metrics"].update(_metrics(trainer, "test/"))
+    if rank_zero_only.rank == 0:
+        best = trainer.checkpoint_callback.best_model_path if best_score is not None else None
+        _write_predictions(Path(cfg.paths.output_dir), task, datamodule, best)
+
+
+def _write_predictions(
+    output_dir: Path, task: SegmentationTask, datamodule, checkpoint: str | None
+) -> None:
+    """predictions.pt: the best-validation weights' classes (the final weights' without a best
+    checkpoint) for the first test images, the run's column in the report's prediction grid.
+    The checkpoint is loaded explicitly: under ddp_spawn the weights tested in the workers are
+    not this process's."""
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        task.load_state_dict(state)
+    network = task.model.eval()
+    batch = datamodule.first_test_images(PREDICTED_IMAGES)
+    with torch.no_grad():
+        logits = network(batch["image"].to(next(network.parameters()).device))
+    write_predictions(output_dir, logits.argmax(dim=1), "best" if checkpoint else "final")
 
 
 def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -93,3 +94,15 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def first_test_images(self, count: int) -> dict[str, Tensor]:
+        """``{"image": (N, C, H, W), "mask": (N, H, W)}``: the first ``count`` test samples in
+        test order (fewer when the test split is smaller), the rows of the prediction grid."""
+        self.setup("test")
+        images, masks = [], []
+        for batch in self.test_dataloader():
+            images.append(batch["image"])
+            masks.append(batch["mask"])
+            if sum(len(m) for m in masks) >= count:
+                break
+        return {"image": torch.cat(images)[:count], "mask": torch.cat(masks)[:count]}

@@ -18,6 +18,7 @@ from torch import Tensor  # noqa: E402
 from upbench.data.base import colorize  # noqa: E402
 from upbench.model import SegmentationModel, build_model  # noqa: E402
 from upbench.report.table import ReportTable, Row, varying_groups  # noqa: E402
+from upbench.results import PREDICTED_IMAGES, PREDICTIONS_FILE, read_predictions  # noqa: E402
 
 ACCURACY = "test/mIoU"
 
@@ -112,7 +113,9 @@ def scatter_plots(table: ReportTable, out_dir: str | Path) -> tuple[list[Path], 
 
 
 def _checkpoint(record: Mapping[str, Any]) -> Path | None:
-    directory = Path(record["output_dir"]) / "checkpoints"
+    # Beside the results.json that was read, not at the recorded output_dir: a committed sweep
+    # (experiments/runs/) is read from wherever it was cloned.
+    directory = Path(record["_path"]).parent / "checkpoints"
     for name in ("best.ckpt", "last.ckpt"):
         if (directory / name).is_file():
             return directory / name
@@ -131,15 +134,30 @@ def load_network(
     return network.eval()
 
 
-def first_test_batch(datamodule, count: int) -> dict[str, Tensor]:
-    datamodule.setup("test")
-    images, masks = [], []
-    for batch in datamodule.test_dataloader():
-        images.append(batch["image"])
-        masks.append(batch["mask"])
-        if sum(len(m) for m in masks) >= count:
-            break
-    return {"image": torch.cat(images)[:count], "mask": torch.cat(masks)[:count]}
+def _saved_predictions(record: Mapping[str, Any], count: int) -> dict[str, Any] | None:
+    """The run's predictions.pt when it holds at least ``count`` images."""
+    saved = read_predictions(Path(record["_path"]).parent)
+    return saved if saved is not None and len(saved["predictions"]) >= count else None
+
+
+def _can_predict(record: Mapping[str, Any], count: int) -> bool:
+    return _saved_predictions(record, count) is not None or _checkpoint(record) is not None
+
+
+def _predicted(
+    record: Mapping[str, Any], batch: Mapping[str, Tensor], num_classes: int
+) -> tuple[Tensor, str]:
+    """(N, H, W) classes of ``batch`` and which weights predicted them: from the run's
+    predictions.pt, else from its checkpoint (a run recorded before runs wrote predictions, or a
+    grid of more images than it holds)."""
+    count = len(batch["image"])
+    saved = _saved_predictions(record, count)
+    if saved is not None:
+        return saved["predictions"][:count].long(), saved["weights"]
+    checkpoint = _checkpoint(record)
+    network = load_network(record, num_classes, checkpoint)
+    with torch.no_grad():
+        return network(batch["image"]).argmax(dim=1), checkpoint.stem
 
 
 def _display_image(image: Tensor) -> Tensor:
@@ -150,40 +168,38 @@ def _display_image(image: Tensor) -> Tensor:
 
 
 def prediction_grids(
-    table: ReportTable, out_dir: str | Path, count: int = 4
+    table: ReportTable, out_dir: str | Path, count: int = PREDICTED_IMAGES
 ) -> tuple[list[Path], list[str]]:
     """predictions_<data>.png per dataset: rows are the first ``count`` test images of the first
-    loadable run's data module; columns image, ground truth, then each method's prediction from
-    its first finished run's best-validation checkpoint (last.ckpt when there is no best).
-    When another group varies too (e.g. the backbone), one figure per value of it,
-    predictions_<data>_<value>.png, so that none grows to dozens of columns."""
+    run's data module; columns image, ground truth, then each method's prediction by its first
+    finished run that has one (its predictions.pt, written with the best-validation weights, or
+    its checkpoint). When another group varies too (e.g. the backbone), one figure per value of
+    it, predictions_<data>_<value>.png, so that none grows to dozens of columns."""
     out_dir = Path(out_dir)
     written, notes = [], []
     varying = varying_groups(table.rows)
     others = [group for group in varying if group != "data"]
-    by_figure: dict[str, list[tuple[Row, Mapping[str, Any], Path]]] = {}
+    by_figure: dict[str, list[tuple[Row, Mapping[str, Any]]]] = {}
     for row in table.rows:
-        found = next(((r, c) for r in row.finished if (c := _checkpoint(r)) is not None), None)
+        found = next((r for r in row.finished if _can_predict(r, count)), None)
         if found is None:
             notes.append(
                 f"predictions of {'/'.join(row.key)} skipped: no finished run with "
-                "checkpoints/{best,last}.ckpt"
+                f"{PREDICTIONS_FILE} of {count} images or checkpoints/{{best,last}}.ckpt"
             )
             continue
         name = "_".join(row.choices[group] for group in ("data", *others))
-        by_figure.setdefault(name, []).append((row, *found))
+        by_figure.setdefault(name, []).append((row, found))
     for name, entries in by_figure.items():
         datamodule = hydra.utils.instantiate(entries[0][1]["config"]["data"])
-        batch = first_test_batch(datamodule, count)
+        batch = datamodule.first_test_images(count)
         columns: list[tuple[str, Tensor]] = []
         palette = torch.tensor(datamodule.palette, dtype=torch.uint8)
-        for row, record, checkpoint in entries:
-            network = load_network(record, datamodule.num_classes, checkpoint)
-            with torch.no_grad():
-                preds = network(batch["image"]).argmax(dim=1)
+        for row, record in entries:
+            preds, weights = _predicted(record, batch, datamodule.num_classes)
             columns.append(
                 (
-                    f"{_label(row, varying)}\n({checkpoint.stem})",
+                    f"{_label(row, varying)}\n({weights})",
                     colorize(preds, palette, datamodule.ignore_index),
                 )
             )
