@@ -70,8 +70,8 @@ def test_every_table_pairs_at_least_5_seeds_per_cell():
 
 
 def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_resnet_table():
-    """Every job of upsamplers_resnet (10 upsamplers x 10 seeds) on each backbone: 300 jobs, and
-    job u*10 + s of that table is job u*30 + 3*s here (its ResNet runs can be copied over)."""
+    """Every job of upsamplers_resnet (10 seeds x 10 upsamplers) on each backbone: 300 jobs, and
+    job s*10 + u of that table is job s*30 + 3*u here (its ResNet runs can be copied over)."""
     resnet_jobs = sweep("upsamplers_resnet")[1]
     backbone_jobs = sweep("upsamplers_x_backbones")[1]
     assert {job[-1] for job in backbone_jobs} == {
@@ -81,8 +81,9 @@ def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_
     }
     assert {tuple(job[:-1]) for job in backbone_jobs} == {tuple(job) for job in resnet_jobs}
     for index, job in enumerate(resnet_jobs):
-        upsampler, seed = divmod(index, 10)
-        assert backbone_jobs[upsampler * 30 + 3 * seed] == [*job, "backbone=resnet"]
+        seed, upsampler = divmod(index, 10)
+        assert job[0] == f"seed={seed}"
+        assert backbone_jobs[seed * 30 + 3 * upsampler] == [*job, "backbone=resnet"]
     assert len(backbone_jobs) == 300
 
 
