@@ -5,19 +5,24 @@ on a combination nobody tried."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from tests.helpers import CONF_DIR, ROOT, compose_config, group_options
 from upbench.instantiate import instantiate
 from upbench.model import build_model
+from upbench.runner import recipe_changes
 from upbench.validation import validate_config, validate_setup
 
 
@@ -120,3 +125,31 @@ def test_make_table_sweeps_where_its_records_are_committed_and_its_weights_are_n
     assert not ignored(f"{job}/../multirun.yaml")
     for heavy in ("checkpoints/last.ckpt", "checkpoints/best.ckpt.tmp", "wandb/run.wandb"):
         assert ignored(f"{job}/{heavy}"), heavy
+
+
+def committed_jobs() -> list[Path]:
+    return sorted((ROOT / "experiments" / "runs").glob("*/*/results.json"))
+
+
+@pytest.mark.parametrize(
+    "table", sorted({path.parts[-3] for path in committed_jobs()}) or ["none committed"]
+)
+def test_committed_runs_are_the_jobs_their_experiment_composes_today(tmp_path, table):
+    """Every finished run committed under experiments/runs/<table>/ was trained with the recipe
+    that `make table TABLE=<table>` composes now, so the table it skips them into is the one the
+    command builds. Editing a committed table's recipe (or a default it inherits) without
+    rebuilding it fails here."""
+    if table == "none committed":
+        pytest.skip("no committed sweep")
+    for path in committed_jobs():
+        if path.parts[-3] != table:
+            continue
+        record = json.loads(path.read_text())
+        if record["status"] != "finished":
+            continue
+        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
+        overrides = [o for o in overrides if not o.startswith("hydra")]
+        assert f"experiment={table}" in overrides, (path, overrides)
+        cfg = compose_config(tmp_path / "job", overrides)
+        current = OmegaConf.to_container(cfg, resolve=True)
+        assert recipe_changes(record["config"], current) == [], path

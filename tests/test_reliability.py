@@ -189,3 +189,16 @@ def test_sweep_rerun_skips_finished_jobs(tmp_path):
         refused.stderr + refused.stdout
     )
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
+
+    # The same lists with another recipe (the experiment config edited, here one more epoch):
+    # every job number holds a run of the old recipe, which must not be skipped as this one's.
+    longer = [*cmd, "trainer.max_epochs=2"]
+    refused = subprocess.run(longer, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "holds a finished run of another recipe (trainer.max_epochs=1 there, 2 now)" in (
+        refused.stderr + refused.stdout
+    )
+    assert (job0 / "results.json").stat().st_mtime_ns == stamp0
+    # Where and how it ran is not its recipe: another thread count still skips job 0.
+    subprocess.run([*cmd, "num_threads=1"], cwd=ROOT, env=ENV, check=True, capture_output=True)
+    assert (job0 / "results.json").stat().st_mtime_ns == stamp0

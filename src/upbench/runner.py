@@ -111,14 +111,49 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return previous
 
 
-def _refuse_other_job(
-    previous: dict[str, Any], choices: dict[str, str], seed: int, output_dir: Path
-) -> None:
+# Keys that say where and how a run ran, not what it trained: a committed sweep
+# (experiments/runs/) is continued on other machines, with its data elsewhere.
+NOT_RECIPE = ("paths", "logger", "resume", "ckpt_path", "num_threads", "data.root")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved run config, flat (``trainer.max_epochs``), without :data:`NOT_RECIPE`, and with
+    its own output directory written as ``<output_dir>`` wherever a path contains it."""
+    output_dir = str(config["paths"]["output_dir"])
+    recipe = {}
+    for key, value in _flat(config).items():
+        key = key.rstrip(".")
+        if any(key == skip or key.startswith(f"{skip}.") for skip in NOT_RECIPE):
+            continue
+        recipe[key] = value.replace(output_dir, "<output_dir>") if isinstance(value, str) else value
+    return recipe
+
+
+def recipe_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key=old there, new now`` for each recipe key where two resolved run configs differ."""
+    there, now = _recipe(recorded), _recipe(current)
+    changes = []
+    for key in sorted(there.keys() | now.keys()):
+        old, new = there.get(key, "<absent>"), now.get(key, "<absent>")
+        if old != new:
+            changes.append(f"{key}={old} there, {new} now")
+    return changes
+
+
+def _refuse_other_job(previous: dict[str, Any], cfg: DictConfig, output_dir: Path) -> None:
     """A sweep skips a job whose directory holds a finished run, but the directory is named by
-    the job's number: after the sweep's parameter lists change, number 5 can be another job. So a
-    finished run is only skipped when it is this job's run."""
+    the job's number: after the sweep's parameter lists change, number 5 can be another job, and
+    after its experiment config changes (more epochs, another learning rate), every number holds
+    a run of the old recipe. So a finished run is only skipped when it is this job's run: the
+    same choices, seed and resolved config (but for :data:`NOT_RECIPE`)."""
     recorded = {**previous.get("choices", {}), "seed": previous.get("seed")}
-    wanted = {**choices, "seed": seed}
+    wanted = {**run_choices(cfg), "seed": cfg.seed}
     differing = [f"{key}={recorded.get(key)} there, {value} now" for key, value in wanted.items()
                  if recorded.get(key) != value]  # fmt: skip
     if differing:
@@ -126,6 +161,17 @@ def _refuse_other_job(
             f"{output_dir} holds a finished run of another job ({'; '.join(differing)}): the "
             "sweep's parameter lists changed since it ran. Finish the old sweep with its own "
             "lists, or give the new one its own hydra.sweep.dir (make table SWEEP_DIR=...)"
+        )
+    if "config" not in previous:
+        return
+    changed = recipe_changes(previous["config"], OmegaConf.to_container(cfg, resolve=True))
+    if changed:
+        more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ConfigError(
+            f"{output_dir} holds a finished run of another recipe ({'; '.join(changed[:5])}{more}):"
+            " the experiment's config changed since it ran. Give the new recipe its own"
+            " hydra.sweep.dir (make table SWEEP_DIR=...), or remove the old runs (committed ones"
+            " stay in git history)"
         )
 
 
@@ -273,7 +319,7 @@ def train(cfg: DictConfig) -> float | None:
     is_main = rank_zero_only.rank == 0
     previous = _previous_run(cfg, output_dir) if is_main else None
     if previous is not None and previous["status"] == "finished":
-        _refuse_other_job(previous, run_choices(cfg), cfg.seed, output_dir)
+        _refuse_other_job(previous, cfg, output_dir)
         log.info("Skipping %s: it already holds a finished run", output_dir)
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
