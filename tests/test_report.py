@@ -421,9 +421,19 @@ def test_real_multirun_table_matches_the_runs_own_records(tmp_path):
 
 def test_collapsed_runs_are_flagged_and_counted(tmp_path):
     """A run whose every class but one has IoU < 1 % predicts one class everywhere: runs.csv
-    flags it and the summary's caption counts it."""
+    flags it and the summary's caption counts it. A run that misses one class of several is
+    named with the class (runs.csv: missed_classes)."""
     root = tmp_path / "runs"
-    write_runs(root, [("bilinear", 0, "finished"), ("bilinear", 1, "finished")])
+    write_runs(
+        root,
+        [("bilinear", 0, "finished"), ("bilinear", 1, "finished"), ("bilinear", 2, "finished")],
+    )
+    lost = root / "multirun" / "resnet" / "2" / "results.json"
+    record = json.loads(lost.read_text())
+    record["best_metrics"] |= {
+        "test/IoU_background": 0.95, "test/IoU_curve": 0.004, "test/IoU_blob": 0.6,
+    }  # fmt: skip
+    lost.write_text(json.dumps(record))
     collapsed = root / "multirun" / "resnet" / "1" / "results.json"
     record = json.loads(collapsed.read_text())
     record["best_metrics"] |= {"test/IoU_background": 0.95, "test/IoU_curve": 0.0}
@@ -434,6 +444,13 @@ def test_collapsed_runs_are_flagged_and_counted(tmp_path):
     healthy.write_text(json.dumps(record))
     table = build_table([root])
     assert table.rows[0].collapsed == 1
-    assert "1 of 2 finished runs predict a single class everywhere" in summary_markdown(table)
-    _, runs = table.run_rows()
-    assert [run[table.run_rows()[0].index("collapsed")] for run in runs] == [False, True]
+    caption = summary_markdown(table)
+    assert "1 of 3 finished runs predict a single class everywhere" in caption
+    assert "; 1 misses a class (test IoU < 1 %): bilinear seed 2 (curve) (runs.csv)." in caption
+    header, runs = table.run_rows()
+    assert [run[header.index("collapsed")] for run in runs] == [False, True, False]
+    assert [run[header.index("missed_classes")] for run in runs] == ["", "curve", "curve"]
+    # None missed: the caption says so.
+    record["best_metrics"]["test/IoU_curve"] = 0.2
+    lost.write_text(json.dumps(record))
+    assert "none misses a class" in summary_markdown(build_table([root]))

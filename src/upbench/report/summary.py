@@ -29,6 +29,7 @@ from upbench.report.table import (
     context_of,
     format_cell,
     metric_label,
+    missed_classes,
     percent_metrics,
     varying_groups,
 )
@@ -64,7 +65,19 @@ def _is_tied(table: ReportTable, row: Row, metric: str) -> bool:
 def _stability_note(table: ReportTable) -> str:
     collapsed = sum(row.collapsed for row in table.rows)
     finished = sum(len(row.finished) for row in table.rows)
-    return f" {collapsed} of {finished} finished runs predict a single class everywhere."
+    note = f" {collapsed} of {finished} finished runs predict a single class everywhere"
+    missing = [(row, run) for row in table.rows for run in row.missing_a_class]
+    if not missing:
+        return note + "; none misses a class (test IoU < 1 %)."
+    varying = [group for group in varying_groups(table.rows) if group != "upsampler"]
+    named = ", ".join(
+        "/".join(row.choices[group] for group in ("upsampler", *varying))
+        + f" seed {run['seed']} ({', '.join(missed_classes(run))})"
+        for row, run in missing[:5]
+    )
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    verb = "misses" if len(missing) == 1 else "miss"
+    return note + f"; {len(missing)} {verb} a class (test IoU < 1 %): {named}{more} (runs.csv)."
 
 
 def _full_n(table: ReportTable) -> int:

@@ -109,12 +109,28 @@ class Stat:
         return cls(statistics.fmean(values), std, len(values), ci_half_width(values))
 
 
-def is_collapsed(record: Mapping[str, Any]) -> bool:
-    """The run predicts one class everywhere (the all-background solution): every per-class test
-    IoU but the largest is below 1 %."""
+# A class whose test IoU is below this is not predicted (or only in stray pixels).
+MISSED_IOU = 0.01
+
+
+def _class_ious(record: Mapping[str, Any]) -> dict[str, float]:
     source = record.get("best_metrics") or record.get("metrics") or {}
-    ious = sorted(v for k, v in source.items() if k.startswith("test/IoU_") and v is not None)
-    return len(ious) > 1 and ious[-2] < 0.01
+    prefix = "test/IoU_"
+    ious = {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
+    return {name: iou for name, iou in ious.items() if iou is not None}
+
+
+def missed_classes(record: Mapping[str, Any]) -> list[str]:
+    """The classes the run fails to find: test IoU below 1 % (a run can lose one small class,
+    e.g. CSF, while the others are fine)."""
+    return sorted(name for name, iou in _class_ious(record).items() if iou < MISSED_IOU)
+
+
+def is_collapsed(record: Mapping[str, Any]) -> bool:
+    """The run predicts one class everywhere (the all-background solution): every class but one
+    is missed."""
+    ious = _class_ious(record)
+    return len(ious) > 1 and len(missed_classes(record)) >= len(ious) - 1
 
 
 def context_of(choices: Mapping[str, str]) -> str:
@@ -158,6 +174,11 @@ class Row:
     @property
     def collapsed(self) -> int:
         return sum(is_collapsed(r) for r in self.finished)
+
+    @property
+    def missing_a_class(self) -> list[dict[str, Any]]:
+        """Finished runs that miss a class without collapsing."""
+        return [r for r in self.finished if missed_classes(r) and not is_collapsed(r)]
 
     def status_text(self) -> str:
         return ", ".join(f"{self.status_counts[s]} {s}" for s in STATUSES if self.status_counts[s])
@@ -368,6 +389,7 @@ class ReportTable:
         """One row per run behind the table (header, rows): what a rerun is compared with,
         job by job (on CPU a rerun of the same config gives the same numbers)."""
         header = [*GROUP_KEYS, "seed", "status", "wall_time_s", "converged", "collapsed"]
+        header += ["missed_classes"]
         header += [f"{source}:{m}" for source, _ in SOURCES for m in self.metrics]
         rows = []
         for row in self.rows:
@@ -375,6 +397,7 @@ class ReportTable:
                 cells = [*row.key, run["seed"], run["status"], _raw(run.get("wall_time_s"))]
                 finished = run["status"] == "finished"
                 cells += [_raw(run.get("_converged")), is_collapsed(run) if finished else ""]
+                cells += [";".join(missed_classes(run)) if finished else ""]
                 cells += [
                     _raw((run.get(source) or {}).get(m))
                     for source, _ in SOURCES
