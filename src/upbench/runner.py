@@ -117,9 +117,14 @@ NOT_RECIPE = ("paths", "logger", "resume", "ckpt_path", "num_threads", "data.roo
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer.max_epochs": 20, ...}`` for a nested dict."""
     if not isinstance(node, dict):
         return {prefix: node}
-    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {
+        flat_key: leaf
+        for key, value in node.items()
+        for flat_key, leaf in _flat(value, f"{prefix}.{key}" if prefix else str(key)).items()
+    }
 
 
 def _recipe(config: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +133,6 @@ def _recipe(config: dict[str, Any]) -> dict[str, Any]:
     output_dir = str(config["paths"]["output_dir"])
     recipe = {}
     for key, value in _flat(config).items():
-        key = key.rstrip(".")
         if any(key == skip or key.startswith(f"{skip}.") for skip in NOT_RECIPE):
             continue
         recipe[key] = value.replace(output_dir, "<output_dir>") if isinstance(value, str) else value
