@@ -92,6 +92,25 @@ def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_
     assert len(backbone_jobs) == 300
 
 
+def test_a_resnet_job_of_the_resnet_table_is_the_same_run_in_the_backbone_table(tmp_path):
+    """The copy above only saves hours if the sweep then skips the copied runs as its own: for
+    each upsampler, the job composed by either experiment trains the same recipe (its table's
+    name and W&B tags are labels, not recipe)."""
+    for job in sweep("upsamplers_resnet")[1][:10]:
+        there = compose_config(tmp_path, ["experiment=upsamplers_resnet", *job])
+        here = compose_config(
+            tmp_path, ["experiment=upsamplers_x_backbones", *job, "backbone=resnet"]
+        )
+        assert there.task_name != here.task_name
+        assert (
+            recipe_changes(
+                OmegaConf.to_container(there, resolve=True),
+                OmegaConf.to_container(here, resolve=True),
+            )
+            == []
+        ), job
+
+
 @pytest.mark.parametrize(("experiment", "launcher", "job"), JOBS)
 def test_every_sweep_job_builds(tmp_path, experiment, launcher, job):
     cfg = compose_config(tmp_path, [f"experiment={experiment}", *job])
@@ -148,8 +167,9 @@ def test_committed_runs_are_the_jobs_their_experiment_composes_today(tmp_path, t
         if record["status"] != "finished":
             continue
         overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
-        overrides = [o for o in overrides if not o.startswith("hydra")]
-        assert f"experiment={table}" in overrides, (path, overrides)
-        cfg = compose_config(tmp_path / "job", overrides)
+        # Composed with this table's experiment, whichever it was filed under: a job copied
+        # from another table (x_backbones' ResNet rows from upsamplers_resnet) must be this one's.
+        overrides = [o for o in overrides if not o.startswith(("hydra", "experiment="))]
+        cfg = compose_config(tmp_path / "job", [*overrides, f"experiment={table}"])
         current = OmegaConf.to_container(cfg, resolve=True)
         assert recipe_changes(record["config"], current) == [], path

@@ -111,9 +111,12 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return previous
 
 
-# Keys that say where and how a run ran, not what it trained: a committed sweep
-# (experiments/runs/) is continued on other machines, with its data elsewhere.
-NOT_RECIPE = ("paths", "logger", "resume", "ckpt_path", "num_threads", "data.root")
+# Keys that say where and how a run ran, or what it is filed under, not what it trained: a
+# committed sweep (experiments/runs/) is continued on other machines, with its data elsewhere, and
+# one table's jobs can be another's (upsamplers_x_backbones' ResNet rows are upsamplers_resnet's).
+NOT_RECIPE = (
+    "paths", "logger", "resume", "ckpt_path", "num_threads", "data.root", "task_name", "tags",
+)  # fmt: skip
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
