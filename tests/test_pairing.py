@@ -59,3 +59,12 @@ def test_a_fixed_data_seed_keeps_the_dataset_across_seeds(tiny_cfg):
     data_b, _, order_b = setup_of(tiny_cfg, "seed=4", "data.seed=0")
     assert torch.equal(data_a.train_set.images, data_b.train_set.images)
     assert order_a[0] != order_b[0]
+
+
+def test_a_loss_weighted_by_the_training_data_keeps_the_pairing(tiny_cfg):
+    """loss=weighted_ce reads the training masks before the network is built; the pass must
+    leave the seeded initialisation and the order as loss=ce has them."""
+    _, plain, plain_order = setup_of(tiny_cfg, "loss=ce", "seed=3")
+    _, weighted, weighted_order = setup_of(tiny_cfg, "loss=weighted_ce", "seed=3")
+    assert_same_state(plain.model.state_dict(), weighted.model.state_dict())
+    assert plain_order == weighted_order

@@ -1,17 +1,50 @@
 """Training losses of the ``loss`` config group.
 
 Every loss is built by the runner as ``instantiate(cfg.loss, num_classes=..., ignore_index=...)``
-and called as ``loss(logits, mask)`` with logits (N, K, H, W) and an int64 mask (N, H, W) whose
+(after :func:`resolve_class_weights` has put the training data's weights in a node that asks for
+them) and called as ``loss(logits, mask)`` with logits (N, K, H, W) and an int64 mask (N, H, W) whose
 ``ignore_index`` pixels count nowhere; it returns a scalar.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# ``loss.class_weights: median_frequency``: weights computed from the training data by
+# :func:`resolve_class_weights` before the loss is built (``loss=weighted_ce``).
+MEDIAN_FREQUENCY = "median_frequency"
+
+
+def median_frequency_weights(frequencies: Tensor) -> list[float]:
+    """Median frequency balancing (Eigen & Fergus, ICCV 2015, as SegNet trains): ``w[c] =
+    median(freq) / freq[c]`` over the classes that occur (``freq`` from
+    :meth:`upbench.data.base.SegmentationDataModule.class_frequencies`), so the median class
+    weighs 1, rarer ones more (for an even count of classes the median is the lower middle
+    value, as ``torch.median``); a class that never occurs in training gets 0 (it has no pixels
+    to weigh). (num_classes,) -> list of num_classes floats."""
+    present = frequencies > 0
+    if not present.any():
+        raise ValueError("loss.class_weights=median_frequency: the training split has no labels")
+    median = frequencies[present].median()
+    weights = torch.where(present, median / frequencies.clamp(min=1e-12), 0.0)
+    return [float(w) for w in weights]
+
+
+def resolve_class_weights(
+    loss: Mapping[str, Any], class_frequencies: Callable[[], Tensor]
+) -> Mapping[str, Any]:
+    """``loss`` (the ``loss`` config node) with ``class_weights: median_frequency`` replaced by
+    the weights of the training data, so that the built loss, and the checkpoint that stores
+    its node, hold numbers; any other node is returned as it is (``class_frequencies`` is only
+    called when needed: it is a pass over the training masks)."""
+    if loss.get("class_weights") != MEDIAN_FREQUENCY:
+        return loss
+    return {**loss, "class_weights": median_frequency_weights(class_frequencies())}
 
 
 def soft_dice_loss(logits: Tensor, mask: Tensor, ignore_index: int, smooth: float = 1.0) -> Tensor:
@@ -45,8 +78,9 @@ class SegmentationLoss(nn.Module):
         num_classes, ignore_index: label space of the dataset (given by the runner).
         ce_weight, dice_weight: weights of the two terms (``loss=ce``: 1 and 0;
             ``loss=ce_dice``: 1 and 1; ``loss=dice``: 0 and 1).
-        class_weights: per-class weights of the cross-entropy (``loss=weighted_ce``), one per
-            class, or ``None`` for unweighted.
+        class_weights: per-class weights of the cross-entropy, one per class, or ``None`` for
+            unweighted (``loss=weighted_ce`` gives the ones :func:`resolve_class_weights`
+            computes from the training data).
         label_smoothing: cross-entropy label smoothing.
     """
 
@@ -64,6 +98,16 @@ class SegmentationLoss(nn.Module):
             raise ValueError(
                 f"loss.ce_weight={ce_weight} and loss.dice_weight={dice_weight} must be >= 0 "
                 "with a positive sum"
+            )
+        if class_weights == MEDIAN_FREQUENCY:
+            raise ValueError(
+                f"loss.class_weights={MEDIAN_FREQUENCY} is computed from the training data: build "
+                "the loss node through upbench.losses.resolve_class_weights (train.py does)"
+            )
+        if isinstance(class_weights, str):
+            raise ValueError(
+                f"loss.class_weights={class_weights!r}: give {num_classes} numbers (one per class "
+                f"of the data), '{MEDIAN_FREQUENCY}', or null"
             )
         if class_weights is not None:
             class_weights = list(class_weights)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
+from upbench.losses import resolve_class_weights
 from upbench.model import network_config
 from upbench.results import (
     PREDICTED_IMAGES,
@@ -60,7 +61,7 @@ def build_task(cfg: DictConfig, datamodule) -> SegmentationTask:
         ignore_index=datamodule.ignore_index,
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler") or None,
-        loss=cfg.loss,
+        loss=resolve_class_weights(cfg.loss, datamodule.class_frequencies),
         class_names=datamodule.class_names,
         palette=datamodule.palette,
         channels_last=cfg.trainer.get("channels_last", False),

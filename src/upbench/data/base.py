@@ -95,6 +95,27 @@ class SegmentationDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
 
+    def class_frequencies(self) -> Tensor:
+        """Per-class pixel frequencies of the training split, float64 (num_classes,), as median
+        frequency balancing defines them (Eigen & Fergus, ICCV 2015; SegNet, Badrinarayanan et
+        al., TPAMI 2017): ``freq[c] = pixels of class c / pixels of the training images that
+        contain c``, ignored pixels counted nowhere; 0 for a class no training image contains.
+
+        One pass over the training masks as the training loader yields them (augmented, where
+        the dataset augments), with the global RNG restored after it: the pass must not move
+        the seeded initialisation that follows it (tests/test_pairing.py)."""
+        self.setup("fit")
+        class_pixels = torch.zeros(self.num_classes, dtype=torch.float64)
+        image_pixels = torch.zeros_like(class_pixels)
+        with torch.random.fork_rng(devices=[]):
+            for batch in self._loader(self.train_set, shuffle=False):
+                for mask in batch["mask"]:
+                    labels = mask[mask != self.ignore_index]
+                    counts = torch.bincount(labels, minlength=self.num_classes).double()
+                    class_pixels += counts
+                    image_pixels += (counts > 0) * labels.numel()
+        return class_pixels / image_pixels.clamp(min=1)
+
     def first_test_images(self, count: int) -> dict[str, Tensor]:
         """``{"image": (N, C, H, W), "mask": (N, H, W)}``: the first ``count`` test samples in
         test order (fewer when the test split is smaller), the rows of the prediction grid."""
