@@ -1,9 +1,9 @@
 """Training losses of the ``loss`` config group.
 
 Every loss is built by the runner as ``instantiate(cfg.loss, num_classes=..., ignore_index=...)``
-(after :func:`resolve_class_weights` has put the training data's weights in a node that asks for
-them) and called as ``loss(logits, mask)`` with logits (N, K, H, W) and an int64 mask (N, H, W) whose
-``ignore_index`` pixels count nowhere; it returns a scalar.
+(after :func:`resolve_class_weights` has put the training data's weights in a node that asks
+for them) and called as ``loss(logits, mask)`` with logits (N, K, H, W) and an int64 mask
+(N, H, W) whose ``ignore_index`` pixels count nowhere; it returns a scalar.
 """
 
 from __future__ import annotations
