@@ -8,12 +8,15 @@ for them) and called as ``loss(logits, mask)`` with logits (N, K, H, W) and an i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 # ``loss.class_weights: median_frequency``: weights computed from the training data by
 # :func:`resolve_class_weights` before the loss is built (``loss=weighted_ce``).
@@ -44,7 +47,9 @@ def resolve_class_weights(
     called when needed: it is a pass over the training masks)."""
     if loss.get("class_weights") != MEDIAN_FREQUENCY:
         return loss
-    return {**loss, "class_weights": median_frequency_weights(class_frequencies())}
+    weights = median_frequency_weights(class_frequencies())
+    log.info("loss.class_weights=%s: %s", MEDIAN_FREQUENCY, [round(w, 4) for w in weights])
+    return {**loss, "class_weights": weights}
 
 
 def soft_dice_loss(logits: Tensor, mask: Tensor, ignore_index: int, smooth: float = 1.0) -> Tensor:
