@@ -11,7 +11,7 @@ TABLE ?= upsamplers_resnet
 # stay ignored (.gitignore). Pass SWEEP_DIR=... for a fresh sweep.
 SWEEP_DIR ?= experiments/runs/$(TABLE)
 
-.PHONY: install train test test-fast test-gpu lint table bench
+.PHONY: install train test test-fast test-gpu lint table levers bench
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ lint: install
 table: install
 	-$(PY) train.py -m experiment=$(TABLE) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PY) -m upbench.report $(SWEEP_DIR) --out experiments/results/$(TABLE)
+
+# The recipe levers of experiments/README.md: each directory's runs (seeds 0-4, one recipe
+# change each) against the first's, paired by seed and Holm-corrected. Reads committed runs only.
+LEVER_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
+LEVERS_OUT ?= experiments/results/levers
+levers: install
+	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
 
 bench: install
 	$(PY) benchmarks/harness_overhead.py

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from tests.helpers import CONF_DIR, ROOT, compose_config, group_options
 from upbench.instantiate import instantiate
 from upbench.model import build_model
-from upbench.runner import recipe_changes
+from upbench.results import recipe_changes
 from upbench.validation import validate_config, validate_setup
 
 

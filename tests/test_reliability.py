@@ -176,9 +176,13 @@ def test_sweep_rerun_skips_finished_jobs(tmp_path):
     record1["status"] = "failed"
     (job1 / "results.json").write_text(json.dumps(record1))
     stamp0 = (job0 / "results.json").stat().st_mtime_ns
-    subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    log0 = (job0 / "train.log").read_text()
+    rerun = subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
     assert read_results(job1)["status"] == "finished"
+    # The skip is said on the console, not appended to the log of a (committed) finished run.
+    assert f"Skipping {job0}: it already holds a finished run" in rerun.stdout + rerun.stderr
+    assert (job0 / "train.log").read_text() == log0
 
     # Reordered lists renumber the jobs: job 0 would now be bilinear. The rerun must refuse
     # rather than skip it as done (and then report nearest's numbers as bilinear's).

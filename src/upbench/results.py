@@ -67,6 +67,56 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+# Keys that say where and how a run ran, or what it is filed under, not what it trained: a
+# committed sweep (experiments/runs/) is continued on other machines, with its data elsewhere, and
+# one table's jobs can be another's (upsamplers_x_backbones' ResNet rows are upsamplers_resnet's).
+NOT_RECIPE = (
+    "paths", "logger", "resume", "ckpt_path", "num_threads", "data.root", "task_name", "tags",
+)  # fmt: skip
+ABSENT = "<absent>"
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer.max_epochs": 20, ...}`` for a nested dict."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {
+        flat_key: leaf
+        for key, value in node.items()
+        for flat_key, leaf in _flat(value, f"{prefix}.{key}" if prefix else str(key)).items()
+    }
+
+
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved run config (a record's ``config``), flat (``trainer.max_epochs``), without
+    :data:`NOT_RECIPE`, and with its own output directory written as ``<output_dir>`` wherever a
+    path contains it."""
+    output_dir = str(config["paths"]["output_dir"])
+    recipe = {}
+    for key, value in _flat(config).items():
+        if any(key == skip or key.startswith(f"{skip}.") for skip in NOT_RECIPE):
+            continue
+        recipe[key] = value.replace(output_dir, "<output_dir>") if isinstance(value, str) else value
+    return recipe
+
+
+def recipe_diff(first: dict[str, Any], second: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (value in first, value in second)}`` for each recipe key where two resolved run
+    configs differ (:data:`ABSENT` where one lacks the key)."""
+    a, b = recipe_of(first), recipe_of(second)
+    return {
+        key: (a.get(key, ABSENT), b.get(key, ABSENT))
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key, ABSENT) != b.get(key, ABSENT)
+    }
+
+
+def recipe_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key=old there, new now`` for each recipe key where two resolved run configs differ."""
+    changed = recipe_diff(recorded, current)
+    return [f"{key}={old} there, {new} now" for key, (old, new) in changed.items()]
+
+
 def write_predictions(output_dir: str | Path, predictions: Tensor, weights: str) -> Path:
     """``predictions.pt``: ``{"predictions": uint8 (N, H, W) class ids of the first N test images,
     "weights": "best" | "final"}`` (which weights predicted them)."""

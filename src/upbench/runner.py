@@ -25,6 +25,7 @@ from upbench.results import (
     PREDICTED_IMAGES,
     RESULTS_FILE,
     read_results,
+    recipe_changes,
     recording,
     write_predictions,
 )
@@ -112,54 +113,12 @@ def _previous_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return previous
 
 
-# Keys that say where and how a run ran, or what it is filed under, not what it trained: a
-# committed sweep (experiments/runs/) is continued on other machines, with its data elsewhere, and
-# one table's jobs can be another's (upsamplers_x_backbones' ResNet rows are upsamplers_resnet's).
-NOT_RECIPE = (
-    "paths", "logger", "resume", "ckpt_path", "num_threads", "data.root", "task_name", "tags",
-)  # fmt: skip
-
-
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"trainer.max_epochs": 20, ...}`` for a nested dict."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    return {
-        flat_key: leaf
-        for key, value in node.items()
-        for flat_key, leaf in _flat(value, f"{prefix}.{key}" if prefix else str(key)).items()
-    }
-
-
-def _recipe(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved run config, flat (``trainer.max_epochs``), without :data:`NOT_RECIPE`, and with
-    its own output directory written as ``<output_dir>`` wherever a path contains it."""
-    output_dir = str(config["paths"]["output_dir"])
-    recipe = {}
-    for key, value in _flat(config).items():
-        if any(key == skip or key.startswith(f"{skip}.") for skip in NOT_RECIPE):
-            continue
-        recipe[key] = value.replace(output_dir, "<output_dir>") if isinstance(value, str) else value
-    return recipe
-
-
-def recipe_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key=old there, new now`` for each recipe key where two resolved run configs differ."""
-    there, now = _recipe(recorded), _recipe(current)
-    changes = []
-    for key in sorted(there.keys() | now.keys()):
-        old, new = there.get(key, "<absent>"), now.get(key, "<absent>")
-        if old != new:
-            changes.append(f"{key}={old} there, {new} now")
-    return changes
-
-
 def _refuse_other_job(previous: dict[str, Any], cfg: DictConfig, output_dir: Path) -> None:
     """A sweep skips a job whose directory holds a finished run, but the directory is named by
     the job's number: after the sweep's parameter lists change, number 5 can be another job, and
     after its experiment config changes (more epochs, another learning rate), every number holds
     a run of the old recipe. So a finished run is only skipped when it is this job's run: the
-    same choices, seed and resolved config (but for :data:`NOT_RECIPE`)."""
+    same choices, seed and resolved config (but for :data:`upbench.results.NOT_RECIPE`)."""
     recorded = {**previous.get("choices", {}), "seed": previous.get("seed")}
     wanted = {**run_choices(cfg), "seed": cfg.seed}
     differing = [f"{key}={recorded.get(key)} there, {value} now" for key, value in wanted.items()
@@ -328,7 +287,11 @@ def train(cfg: DictConfig) -> float | None:
     previous = _previous_run(cfg, output_dir) if is_main else None
     if previous is not None and previous["status"] == "finished":
         _refuse_other_job(previous, cfg, output_dir)
-        log.info("Skipping %s: it already holds a finished run", output_dir)
+        # On the console only: the job's train.log (committed with a table's runs) stays the
+        # log of its training, however often the sweep is rerun.
+        Console(stderr=True, soft_wrap=True).print(
+            f"Skipping {output_dir}: it already holds a finished run", markup=False, highlight=False
+        )
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
     validate_config(cfg, launcher=_multirun_launcher())

@@ -1,0 +1,240 @@
+"""Which changes to the training recipe matter: each lever's runs against the baseline's, paired
+by seed and tested as the tables test upsamplers (:mod:`upbench.report.stats`).
+
+Build::
+
+    python -m upbench.report.levers BASELINE_DIR LEVER_DIR [LEVER_DIR ...] --out DIR
+
+Each directory holds the finished runs of one recipe, one per seed (e.g. the sweep of ``python
+train.py -m seed=0,1,2,3,4 loss=weighted_ce hydra.sweep.dir=DIR``), and is named by its last
+path component. For each lever and each compared metric (``upbench.metrics.compared_metrics``,
+on the best-validation checkpoint) the lever − baseline difference is paired by seed and
+tested with the paired t-test; Holm's correction runs over every row. Writes:
+
+- ``comparisons.csv``: the tables' columns (:data:`upbench.report.stats.CSV_HEADER`), context
+  ``levers``, method_a the lever, method_b the baseline;
+- ``levers.md``: each recipe with its seeds, converged and collapsed runs, test mIoU (mean ± 95 %
+  CI half-width) and the recipe keys in which it differs from the baseline
+  (:func:`upbench.results.recipe_diff`), so that a lever is named by what it changed rather than
+  by its directory alone; then the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from upbench.metrics import compared_metrics, non_fractions
+from upbench.report.format import format_mean, format_metric
+from upbench.report.stats import (
+    CSV_HEADER,
+    Comparison,
+    ComparisonFamily,
+    ci_half_width,
+    holm,
+    paired_difference,
+)
+from upbench.report.table import COMPARISONS_FILE, TESTED_SOURCE, find_records, is_collapsed
+from upbench.results import recipe_diff
+
+CONTEXT = "levers"
+LEVERS_FILE = "levers.md"
+HEADLINE = "test/mIoU"
+DIGITS = (1, 3)  # decimals in % and otherwise, as in the tables
+
+
+class LeverError(ValueError):
+    """A directory that cannot be read as one recipe's runs."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    runs: dict[int, dict[str, Any]]  # seed -> finished record
+
+    def values(self, metric: str) -> dict[int, float]:
+        return {
+            seed: record[TESTED_SOURCE][metric]
+            for seed, record in self.runs.items()
+            if (record.get(TESTED_SOURCE) or {}).get(metric) is not None
+        }
+
+
+def read_recipe(run_dir: str | Path) -> tuple[Recipe, list[str]]:
+    """The finished runs under ``run_dir``, by seed; ``(recipe, notes)``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LeverError(f"{run_dir}: no such directory")
+    records, notes = find_records([run_dir])
+    runs: dict[int, dict[str, Any]] = {}
+    for record in records:
+        if record["status"] != "finished":
+            notes.append(f"{record['_path']}: {record['status']}, left out")
+            continue
+        seed = record["seed"]
+        if seed in runs:
+            raise LeverError(
+                f"{run_dir}: two finished runs of seed {seed} ({runs[seed]['_path']} and "
+                f"{record['_path']}); give each recipe its own directory"
+            )
+        runs[seed] = record
+    if not runs:
+        raise LeverError(f"{run_dir}: no finished run (no results.json with status finished)")
+    return Recipe(run_dir.name, runs), notes
+
+
+def changes_from(baseline: Recipe, lever: Recipe) -> list[str]:
+    """``key=value`` for each recipe key in which the lever's runs differ from the baseline's
+    runs of the same seed (keys of where a run ran, such as ``num_threads``, are not recipe)."""
+    changed: dict[str, set[str]] = {}
+    for seed in sorted(baseline.runs.keys() & lever.runs.keys()):
+        diff = recipe_diff(baseline.runs[seed]["config"], lever.runs[seed]["config"])
+        for key, (_, value) in diff.items():
+            changed.setdefault(key, set()).add(json.dumps(value))
+    return [f"{key}={'|'.join(sorted(values))}" for key, values in sorted(changed.items())]
+
+
+def compare_levers(baseline: Recipe, levers: Sequence[Recipe]) -> ComparisonFamily:
+    """Every lever against the baseline on every compared metric, Holm-corrected together."""
+    rows = []
+    for lever in levers:
+        for metric in compared_metrics():
+            test = paired_difference(lever.values(metric), baseline.values(metric))
+            if test is not None:
+                rows.append(Comparison(CONTEXT, metric, lever.name, baseline.name, test))
+    return ComparisonFamily(holm(rows), {})
+
+
+def _mean_text(values: Sequence[float], metric: str) -> str:
+    if not values:
+        return "-"
+    return format_mean(
+        sum(values) / len(values), ci_half_width(values), metric not in non_fractions(), DIGITS
+    )
+
+
+def _signed(value: float, metric: str) -> str:
+    text = format_metric(value, metric not in non_fractions(), DIGITS)
+    return f"+{text}" if value > 0 else text
+
+
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 1e-3 else f"{p:.2g}"
+
+
+def _converged_text(recipe: Recipe) -> str:
+    flags = [r["_converged"] for r in recipe.runs.values() if r.get("_converged") is not None]
+    return f"{sum(flags)}/{len(flags)}" if flags else "-"
+
+
+def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: ComparisonFamily) -> str:
+    headline = f"{HEADLINE.removeprefix('test/')}{'' if HEADLINE in non_fractions() else ' (%)'}"
+    lines = [
+        f"# Levers against `{baseline.name}`",
+        "",
+        "Best-validation checkpoint; mean ± 95 % CI half-width over seeds. Each lever − "
+        f"`{baseline.name}` is paired by seed (two-sided paired t-test), Holm-corrected over the "
+        f"{len(family.rows)} tests below; significant at α = 0.05 after the correction.",
+        "",
+        f"| recipe | change from `{baseline.name}` | seeds | converged | collapsed | {headline} |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for recipe in (baseline, *levers):
+        change = (
+            "(baseline)"
+            if recipe is baseline
+            else (", ".join(f"`{c}`" for c in changes_from(baseline, recipe)) or "same recipe")
+        )
+        collapsed = sum(is_collapsed(r) for r in recipe.runs.values())
+        seeds = ", ".join(str(s) for s in sorted(recipe.runs))
+        mean = _mean_text(list(recipe.values(HEADLINE).values()), HEADLINE)
+        lines.append(
+            f"| {recipe.name} | {change} | {seeds} | {_converged_text(recipe)} | {collapsed} "
+            f"| {mean} |"
+        )
+    lines += [
+        "",
+        f"| metric | recipe | mean | − {baseline.name} (95 % CI) | pairs | p | p (Holm) "
+        "| significant |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    by_name = {lever.name: lever for lever in levers}
+    for c in family.rows:
+        t = c.test
+        mean = _mean_text(list(by_name[c.method_a].values(c.metric).values()), c.metric)
+        interval = f"{_signed(t.ci_low, c.metric)} to {_signed(t.ci_high, c.metric)}"
+        lines.append(
+            f"| {c.metric.removeprefix('test/')} | {c.method_a} | {mean} "
+            f"| {_signed(t.mean_diff, c.metric)} ({interval}) | {t.n_pairs} "
+            f"| {_p_text(t.p_value)} | {_p_text(c.p_adjusted)} "
+            f"| {'yes' if c.significant else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_levers(
+    baseline: Recipe, levers: Sequence[Recipe], out_dir: str | Path
+) -> tuple[str, list[Path]]:
+    """Write ``comparisons.csv`` and ``levers.md`` to ``out_dir``; ``(markdown, paths)``."""
+    family = compare_levers(baseline, levers)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / COMPARISONS_FILE
+    with csv_path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(CSV_HEADER)
+        writer.writerows(family.csv_rows())
+    markdown = levers_markdown(baseline, levers, family)
+    md_path = out / LEVERS_FILE
+    md_path.write_text(markdown)
+    return markdown, [csv_path, md_path]
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m upbench.report.levers",
+        description="Paired, Holm-corrected tests of recipe levers against a baseline recipe.",
+    )
+    parser.add_argument("baseline", type=Path, help="the baseline recipe's run directory")
+    parser.add_argument("levers", nargs="+", type=Path, help="one run directory per lever")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    console = Console(soft_wrap=True)
+    notes: list[str] = []
+    try:
+        baseline, found = read_recipe(args.baseline)
+        notes += found
+        levers = []
+        for run_dir in args.levers:
+            lever, found = read_recipe(run_dir)
+            notes += found
+            levers.append(lever)
+    except LeverError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        return 2
+    names = [recipe.name for recipe in (baseline, *levers)]
+    if len(set(names)) < len(names):
+        console.print(f"[red]error:[/] two run directories share a name: {names}", highlight=False)
+        return 2
+    markdown, written = write_levers(baseline, levers, args.out)
+    console.print(markdown, markup=False)
+    for note in notes:
+        console.print(f"note: {note}", markup=False)
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

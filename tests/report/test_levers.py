@@ -1,0 +1,187 @@
+"""The lever report on planted runs: a lever that changes nothing is not significant, a
+consistent gap is, the correction is Holm's over every row, the change is named by its recipe
+keys, and what cannot be read is refused with one message. And the committed lever tests are
+what `make levers` builds from the committed runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tests.helpers import ROOT
+from upbench.metrics import compared_metrics
+from upbench.report.levers import LEVERS_FILE, changes_from, main, read_recipe
+from upbench.report.stats import CSV_HEADER
+from upbench.report.table import COMPARISONS_FILE
+
+SEEDS = range(5)
+CHOICES = {"backbone": "resnet", "upsampler": "bilinear", "decoder": "unet", "data": "synthetic"}
+
+
+def write_run(run_dir: Path, seed: int, value: float, status: str = "finished", **recipe) -> None:
+    """One results.json whose compared metrics are all ``value``, with a config that records
+    where it ran (paths, task name, threads) as a real run's does."""
+    run_dir.mkdir(parents=True)
+    out = str(run_dir.resolve())
+    config = {
+        "seed": seed,
+        "task_name": run_dir.parent.name,
+        "tags": [run_dir.parent.name],
+        "num_threads": 1,
+        "paths": {"output_dir": out},
+        "trainer": {"max_epochs": 20, "default_root_dir": out},
+        "callbacks": {"model_checkpoint": {"dirpath": f"{out}/checkpoints"}},
+        "loss": {"dice_weight": 1.0, "class_weights": None},
+        "backbone": {"dilate_last": 0},
+    }
+    for key, setting in recipe.items():
+        group, option = key.split("__")
+        config[group][option] = setting
+    record = {
+        "status": status,
+        "error": None,
+        "choices": CHOICES,
+        "seed": seed,
+        "metrics": {},
+        "best_metrics": {metric: value for metric in compared_metrics()},
+        "params": {},
+        "wall_time_s": 1.0,
+        "output_dir": out,
+        "config": config,
+    }
+    (run_dir / "results.json").write_text(json.dumps(record))
+
+
+def planted(tmp_path: Path) -> list[Path]:
+    """baseline; ``same`` (another machine's rerun: the same recipe, 0.1-point noise);
+    ``gap`` (dice off: 1.5 points lower on every seed, while the seeds spread by ~3 points)."""
+    rng = np.random.default_rng(7)
+    shared = {s: float(rng.normal(0.80, 0.03)) for s in SEEDS}
+    dirs = [tmp_path / name for name in ("baseline", "same", "gap")]
+    for s in SEEDS:
+        write_run(dirs[0] / str(s), s, shared[s])
+        write_run(dirs[1] / str(s), s, shared[s] + float(rng.normal(0, 0.001)), trainer__x=None)
+        gap = shared[s] - 0.015 + float(rng.normal(0, 0.002))
+        write_run(dirs[2] / str(s), s, gap, loss__dice_weight=0.0)
+    # trainer.x is not set in the baseline: "same" must differ in it only, to be named below.
+    return dirs
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_a_null_lever_is_not_significant_and_a_consistent_gap_is(tmp_path):
+    dirs = planted(tmp_path)
+    assert main([*map(str, dirs), "--out", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
+    assert list(rows[0]) == list(CSV_HEADER)
+    assert len(rows) == 2 * len(compared_metrics())
+    mIoU = {r["method_a"]: r for r in rows if r["metric"] == "test/mIoU"}
+    assert {r["method_b"] for r in rows} == {"baseline"}
+    assert {r["context"] for r in rows} == {"levers"}
+    assert mIoU["same"]["significant"] == "false"
+    assert mIoU["gap"]["significant"] == "true"
+    assert float(mIoU["gap"]["mean_diff"]) == pytest.approx(-0.015, abs=0.002)
+    assert float(mIoU["gap"]["ci_high"]) < 0 < float(mIoU["same"]["ci_high"])
+    assert int(mIoU["gap"]["n_pairs"]) == 5
+
+
+def test_p_values_are_paired_t_tests_holm_corrected_over_every_row(tmp_path):
+    dirs = planted(tmp_path)
+    main([*map(str, dirs), "--out", str(tmp_path / "out")])
+    rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
+    recipes = {d.name: read_recipe(d)[0] for d in dirs}
+    for row in rows:
+        a = recipes[row["method_a"]].values(row["metric"])
+        b = recipes["baseline"].values(row["metric"])
+        expected = stats.ttest_rel([a[s] for s in SEEDS], [b[s] for s in SEEDS]).pvalue
+        assert float(row["p_value"]) == pytest.approx(expected)
+    # Holm's step-down, written out: the k-th smallest p times (m - k), made monotone, capped at 1.
+    raw = [float(r["p_value"]) for r in rows]
+    order = sorted(range(len(raw)), key=raw.__getitem__)
+    adjusted, running = [0.0] * len(raw), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[i]))
+        adjusted[i] = running
+    assert [float(r["p_adjusted"]) for r in rows] == pytest.approx(adjusted)
+
+
+def test_a_lever_is_named_by_its_recipe_keys_not_by_where_it_ran(tmp_path):
+    baseline_dir, same_dir, gap_dir = planted(tmp_path)
+    baseline, _ = read_recipe(baseline_dir)
+    # Paths, task name and tags differ in every pair (other directories) and are not named.
+    assert changes_from(baseline, read_recipe(gap_dir)[0]) == ["loss.dice_weight=0.0"]
+    assert changes_from(baseline, read_recipe(same_dir)[0]) == ["trainer.x=null"]
+    assert changes_from(baseline, baseline) == []
+    threads = tmp_path / "threads"
+    for s in SEEDS:
+        write_run(threads / str(s), s, 0.8)
+        path = threads / str(s) / "results.json"
+        record = json.loads(path.read_text())
+        record["config"]["num_threads"] = None  # where it ran, not what it trained
+        path.write_text(json.dumps(record))
+    assert changes_from(baseline, read_recipe(threads)[0]) == []
+    main([str(baseline_dir), str(gap_dir), str(threads), "--out", str(tmp_path / "out")])
+    markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
+    assert "| gap | `loss.dice_weight=0.0` | 0, 1, 2, 3, 4 |" in markdown
+    assert "| threads | same recipe |" in markdown
+
+
+def test_only_finished_runs_of_common_seeds_are_paired(tmp_path):
+    baseline_dir, _, gap_dir = planted(tmp_path)
+    short = tmp_path / "short"
+    for s in (0, 1, 2):
+        write_run(short / str(s), s, 0.7)
+    write_run(short / "3", 3, 0.7, status="failed")
+    write_run(short / "9", 9, 0.7)  # no baseline run of seed 9
+    recipe, notes = read_recipe(short)
+    assert sorted(recipe.runs) == [0, 1, 2, 9]
+    assert any("failed, left out" in note for note in notes)
+    main([str(baseline_dir), str(short), "--out", str(tmp_path / "out")])
+    assert {r["n_pairs"] for r in read_rows(tmp_path / "out" / COMPARISONS_FILE)} == {"3"}
+
+
+@pytest.mark.parametrize("problem", ["missing", "duplicate seed", "nothing finished", "same name"])
+def test_unreadable_directories_are_refused_with_one_message(tmp_path, capsys, problem):
+    baseline_dir, _, gap_dir = planted(tmp_path)
+    lever = gap_dir
+    if problem == "missing":
+        lever = tmp_path / "nowhere"
+    elif problem == "duplicate seed":
+        write_run(gap_dir / "again", 2, 0.7)
+    elif problem == "nothing finished":
+        lever = tmp_path / "running"
+        write_run(lever / "0", 0, 0.7, status="running")
+    else:
+        lever = tmp_path / "other" / "baseline"
+        write_run(lever / "0", 0, 0.7)
+    out = tmp_path / "out"
+    assert main([str(baseline_dir), str(lever), "--out", str(out)]) == 2
+    printed = capsys.readouterr().out
+    assert "error:" in printed and "Traceback" not in printed
+    expected = {
+        "missing": "nowhere: no such directory",
+        "duplicate seed": "two finished runs of seed 2",
+        "nothing finished": "running: no finished run",
+        "same name": "two run directories share a name",
+    }[problem]
+    assert expected in " ".join(printed.split())
+    assert not out.exists()  # nothing half-written
+
+
+def test_committed_lever_tests_are_what_make_levers_builds(tmp_path):
+    """experiments/README.md quotes these files: they must come from the committed runs."""
+    makefile = (ROOT / "Makefile").read_text()
+    dirs = re.search(r"^LEVER_DIRS \?= (.+)$", makefile, re.M).group(1).split()
+    out = re.search(r"^LEVERS_OUT \?= (.+)$", makefile, re.M).group(1)
+    assert main([*(str(ROOT / d) for d in dirs), "--out", str(tmp_path)]) == 0
+    for name in (COMPARISONS_FILE, LEVERS_FILE):
+        assert (tmp_path / name).read_text() == (ROOT / out / name).read_text(), name
