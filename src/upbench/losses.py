@@ -32,7 +32,7 @@ def median_frequency_weights(frequencies: Tensor) -> list[float]:
     to weigh). (num_classes,) -> list of num_classes floats."""
     present = frequencies > 0
     if not present.any():
-        raise ValueError("loss.class_weights=median_frequency: the training split has no labels")
+        raise ValueError(f"loss.class_weights={MEDIAN_FREQUENCY}: the training split has no labels")
     median = frequencies[present].median()
     weights = torch.where(present, median / frequencies.clamp(min=1e-12), 0.0)
     return [float(w) for w in weights]
