@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.errors import MissingConfigException
 
 from tests.helpers import ENV, ROOT, TINY, compose_config, tiny
@@ -177,12 +179,21 @@ def test_sweep_rerun_skips_finished_jobs(tmp_path):
     (job1 / "results.json").write_text(json.dumps(record1))
     stamp0 = (job0 / "results.json").stat().st_mtime_ns
     log0 = (job0 / "train.log").read_text()
+    hydra_files0 = _hydra_files(job0)
+    assert set(hydra_files0) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    assert yaml.safe_load(hydra_files0["overrides.yaml"])[0] == "upsampler=nearest"
+    (job1 / ".hydra" / "overrides.yaml").unlink()
     rerun = subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
     assert read_results(job1)["status"] == "finished"
     # The skip is said on the console, not appended to the log of a (committed) finished run.
     assert f"Skipping {job0}: it already holds a finished run" in rerun.stdout + rerun.stderr
     assert (job0 / "train.log").read_text() == log0
+    # The job that ran again saved its configs; the skipped one's are left as they were.
+    assert yaml.safe_load((job1 / ".hydra" / "overrides.yaml").read_text())[0] == (
+        "upsampler=bilinear"
+    )
+    assert _hydra_files(job0) == hydra_files0
 
     # Reordered lists renumber the jobs: job 0 would now be bilinear. The rerun must refuse
     # rather than skip it as done (and then report nearest's numbers as bilinear's).
@@ -203,6 +214,12 @@ def test_sweep_rerun_skips_finished_jobs(tmp_path):
         refused.stderr + refused.stdout
     )
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
-    # Where and how it ran is not its recipe: another thread count still skips job 0.
+    # Where and how it ran is not its recipe: another thread count still skips job 0, and its
+    # saved overrides still say how it ran (Hydra would have saved the rerun's over them).
     subprocess.run([*cmd, "num_threads=1"], cwd=ROOT, env=ENV, check=True, capture_output=True)
     assert (job0 / "results.json").stat().st_mtime_ns == stamp0
+    assert _hydra_files(job0) == hydra_files0
+
+
+def _hydra_files(run_dir: Path) -> dict[str, str]:
+    return {path.name: path.read_text() for path in (run_dir / ".hydra").iterdir()}

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 CHOICE_GROUPS = ("backbone", "upsampler", "decoder", "data")
 # Keys of the trainer group that configure the network rather than pl.Trainer.
 NETWORK_OPTIONS = ("channels_last", "compile")
+# Where a run keeps the configs it was composed from (Hydra's default output_subdir).
+HYDRA_FILES_DIR = ".hydra"
 
 
 def run_choices(cfg: DictConfig) -> dict[str, str]:
@@ -140,6 +142,27 @@ def _refuse_other_job(previous: dict[str, Any], cfg: DictConfig, output_dir: Pat
             " hydra.sweep.dir (make table SWEEP_DIR=...), or remove the old runs (committed ones"
             " stay in git history)"
         )
+
+
+def _save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
+    """The files Hydra saves for a job, written here once the job is known to run:
+    ``.hydra/config.yaml`` (the job's config), ``hydra.yaml`` and ``overrides.yaml`` (its
+    command-line overrides). Hydra's own saving is off (``hydra.output_subdir: null``) because it
+    writes them before the task starts, also for a finished job that a sweep rerun then skips:
+    every rerun would rewrite the committed records of finished runs with this machine's paths
+    and the rerun's overrides."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    folder = output_dir / HYDRA_FILES_DIR
+    folder.mkdir(exist_ok=True)
+    files = {
+        "config.yaml": cfg,
+        "hydra.yaml": hydra_cfg,
+        "overrides.yaml": hydra_cfg.hydra.overrides.task,
+    }
+    for name, node in files.items():
+        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path, unfinished: bool) -> str | None:
@@ -294,6 +317,8 @@ def train(cfg: DictConfig) -> float | None:
         )
         best = previous["best_metrics"].get(cfg.optimized_metric)
         return best if best is not None else previous["metrics"].get(cfg.optimized_metric)
+    if is_main:
+        _save_hydra_files(cfg, output_dir)
     validate_config(cfg, launcher=_multirun_launcher())
     ckpt_path = _resume_checkpoint(cfg, output_dir, unfinished=previous is not None)
     record: dict[str, Any] = {
