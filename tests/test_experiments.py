@@ -4,6 +4,7 @@ on a combination nobody tried."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import re
@@ -173,3 +174,38 @@ def test_committed_runs_are_the_jobs_their_experiment_composes_today(tmp_path, t
         cfg = compose_config(tmp_path / "job", [*overrides, f"experiment={table}"])
         current = OmegaConf.to_container(cfg, resolve=True)
         assert recipe_changes(record["config"], current) == [], path
+
+
+def tables_with_committed_results_and_runs() -> list[str]:
+    results = ROOT / "experiments" / "results"
+    return sorted(
+        path.parent.name
+        for path in results.glob("*/runs.csv")
+        if (ROOT / "experiments" / "runs" / path.parent.name).is_dir()
+    )
+
+
+@pytest.mark.parametrize("table", tables_with_committed_results_and_runs() or ["none committed"])
+def test_a_committed_table_is_the_report_of_its_committed_runs(table):
+    """experiments/results/<table>/runs.csv, the per-run numbers behind the table and its
+    statistics, holds exactly the finished runs committed under experiments/runs/<table>/, with
+    their own test metrics: a table left over from other runs (or a half-finished sweep's) fails
+    here, so every number the README quotes is one that `make table` rebuilds."""
+    if table == "none committed":
+        pytest.skip("no table with committed runs")
+    expected = {}
+    for path in (ROOT / "experiments" / "runs" / table).glob("*/results.json"):
+        record = json.loads(path.read_text())
+        if record["status"] == "finished":
+            key = (record["choices"]["backbone"], record["choices"]["upsampler"], record["seed"])
+            expected[key] = record["best_metrics"]["test/mIoU"]
+    with (ROOT / "experiments" / "results" / table / "runs.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row["status"] == "finished"]
+    reported = {
+        (row["backbone"], row["upsampler"], int(row["seed"])): float(row["best_metrics:test/mIoU"])
+        for row in rows
+    }
+    assert len(rows) == len(reported), "a run appears twice in runs.csv"
+    assert reported.keys() == expected.keys()
+    for key, miou in expected.items():
+        assert reported[key] == pytest.approx(miou, rel=1e-9, abs=0), key
