@@ -42,9 +42,14 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # Run an experiment's sweep (conf/experiment/$(TABLE).yaml) and build its table and plots.
-# A failed job does not stop the table: it shows as failed there.
+# A failed job does not stop the table: it shows as failed there. A sweep stopped by a signal
+# (exit status above 128: Ctrl-C, kill) builds nothing, so that a half-finished sweep never
+# overwrites the committed table; rerunning continues it.
 table: install
-	-$(PY) train.py -m experiment=$(TABLE) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) train.py -m experiment=$(TABLE) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
+	  status=$$?; if [ $$status -gt 128 ]; then \
+	    echo "make table: the sweep was stopped (exit status $$status); no table built" >&2; \
+	    exit $$status; fi
 	$(PY) -m upbench.report $(SWEEP_DIR) --out experiments/results/$(TABLE)
 
 # The recipe levers of experiments/README.md: each directory's runs (seeds 0-4, one recipe

@@ -209,3 +209,45 @@ def test_a_committed_table_is_the_report_of_its_committed_runs(table):
     assert reported.keys() == expected.keys()
     for key, miou in expected.items():
         assert reported[key] == pytest.approx(miou, rel=1e-9, abs=0), key
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize(
+    ("sweep_exit", "builds_table"),
+    [("exit 0", True), ("exit 1", True), ("kill -TERM $$", False), ("kill -INT $$", False)],
+)
+def test_make_table_builds_the_table_unless_the_sweep_was_stopped(
+    tmp_path, sweep_exit, builds_table
+):
+    """A finished sweep, or one with failed jobs (non-zero exit), still gets its table; a sweep
+    stopped by a signal does not, so an interrupted build never overwrites the committed table
+    with a partial one. The Makefile runs against a stand-in interpreter that logs its calls."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.log"
+    python = venv / "bin" / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\ncase "$1" in train.py) trap - INT; {sweep_exit};; esac\n'
+    )
+    python.chmod(0o755)
+    (venv / ".installed-stamp").touch()  # newer than pyproject.toml: no install
+    made = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "table",
+            f"VENV={venv}",
+            "TABLE=upsamplers_resnet",
+            f"SWEEP_DIR={tmp_path / 'sweep'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    logged = calls.read_text().splitlines()
+    assert logged[0].startswith("train.py -m experiment=upsamplers_resnet")
+    assert any("upbench.report" in line for line in logged) == builds_table, logged
+    assert (made.returncode == 0) == builds_table, made.stderr
+    if not builds_table:
+        assert "no table built" in made.stderr
