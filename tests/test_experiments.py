@@ -151,6 +151,16 @@ def committed_jobs() -> list[Path]:
     return sorted((ROOT / "experiments" / "runs").glob("*/*/results.json"))
 
 
+def finished_runs(table: str) -> list[tuple[Path, dict]]:
+    """The finished runs committed under experiments/runs/<table>/, as (results.json, record)."""
+    records = [(path, json.loads(path.read_text())) for path in committed_jobs()]
+    return [
+        (path, record)
+        for path, record in records
+        if path.parts[-3] == table and record["status"] == "finished"
+    ]
+
+
 @pytest.mark.parametrize(
     "table", sorted({path.parts[-3] for path in committed_jobs()}) or ["none committed"]
 )
@@ -161,12 +171,7 @@ def test_committed_runs_are_the_jobs_their_experiment_composes_today(tmp_path, t
     rebuilding it fails here."""
     if table == "none committed":
         pytest.skip("no committed sweep")
-    for path in committed_jobs():
-        if path.parts[-3] != table:
-            continue
-        record = json.loads(path.read_text())
-        if record["status"] != "finished":
-            continue
+    for path, record in finished_runs(table):
         overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
         # Composed with this table's experiment, whichever it was filed under: a job copied
         # from another table (x_backbones' ResNet rows from upsamplers_resnet) must be this one's.
@@ -193,12 +198,12 @@ def test_a_committed_table_is_the_report_of_its_committed_runs(table):
     here, so every number the README quotes is one that `make table` rebuilds."""
     if table == "none committed":
         pytest.skip("no table with committed runs")
-    expected = {}
-    for path in (ROOT / "experiments" / "runs" / table).glob("*/results.json"):
-        record = json.loads(path.read_text())
-        if record["status"] == "finished":
-            key = (record["choices"]["backbone"], record["choices"]["upsampler"], record["seed"])
-            expected[key] = record["best_metrics"]["test/mIoU"]
+    expected = {
+        (record["choices"]["backbone"], record["choices"]["upsampler"], record["seed"]): record[
+            "best_metrics"
+        ]["test/mIoU"]
+        for _, record in finished_runs(table)
+    }
     with (ROOT / "experiments" / "results" / table / "runs.csv").open() as file:
         rows = [row for row in csv.DictReader(file) if row["status"] == "finished"]
     reported = {
