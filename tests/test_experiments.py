@@ -153,12 +153,9 @@ def committed_jobs() -> list[Path]:
 
 def finished_runs(table: str) -> list[tuple[Path, dict]]:
     """The finished runs committed under experiments/runs/<table>/, as (results.json, record)."""
-    records = [(path, json.loads(path.read_text())) for path in committed_jobs()]
-    return [
-        (path, record)
-        for path, record in records
-        if path.parts[-3] == table and record["status"] == "finished"
-    ]
+    paths = [path for path in committed_jobs() if path.parts[-3] == table]
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    return [(path, record) for path, record in records if record["status"] == "finished"]
 
 
 @pytest.mark.parametrize(
