@@ -76,7 +76,7 @@ def test_every_table_pairs_at_least_5_seeds_per_cell():
 
 
 def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_resnet_table():
-    """Every job of upsamplers_resnet (10 seeds x 10 upsamplers) on each backbone: 300 jobs, and
+    """Every job of upsamplers_resnet (15 seeds x 10 upsamplers) on each backbone: 450 jobs, and
     job s*10 + u of that table is job s*30 + 3*u here (its ResNet runs can be copied over)."""
     resnet_jobs = sweep("upsamplers_resnet")[1]
     backbone_jobs = sweep("upsamplers_x_backbones")[1]
@@ -90,7 +90,8 @@ def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_
         seed, upsampler = divmod(index, 10)
         assert job[0] == f"seed={seed}"
         assert backbone_jobs[seed * 30 + 3 * upsampler] == [*job, "backbone=resnet"]
-    assert len(backbone_jobs) == 300
+    assert len(resnet_jobs) == 150
+    assert len(backbone_jobs) == 450
 
 
 def test_a_resnet_job_of_the_resnet_table_is_the_same_run_in_the_backbone_table(tmp_path):
