@@ -52,12 +52,17 @@ table: install
 	    exit $$status; fi
 	$(PY) -m upbench.report $(SWEEP_DIR) --out experiments/results/$(TABLE)
 
-# The recipe levers of experiments/README.md: each directory's runs (seeds 0-4, one recipe
-# change each) against the first's, paired by seed and Holm-corrected. Reads committed runs only.
+# The recipe levers of experiments/README.md, one family of Holm-corrected tests per question:
+# each directory's runs (one recipe change each) against the first's, paired by setting and seed.
+# Reads committed runs only. The first family: make train's config, seeds 0-4. The second: class
+# weights in CE + Dice on that config.
 LEVER_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
+CLASS_WEIGHT_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_cedice_weighted
+CLASS_WEIGHT_OUT ?= experiments/results/levers_class_weights
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
+	$(PY) -m upbench.report.levers $(CLASS_WEIGHT_DIRS) --out $(CLASS_WEIGHT_OUT)
 
 bench: install
 	$(PY) benchmarks/harness_overhead.py

@@ -1,7 +1,8 @@
 """The lever report on planted runs: a lever that changes nothing is not significant, a
 consistent gap is, the correction is Holm's over every row, the change is named by its recipe
-keys, and what cannot be read is refused with one message. And the committed lever tests are
-what `make levers` builds from the committed runs."""
+keys, a lever run on some jobs of a table is paired with those jobs only, and what cannot be
+read is refused with one message. And the committed lever tests are what `make levers` builds
+from the committed runs."""
 
 from __future__ import annotations
 
@@ -16,17 +17,26 @@ from scipy import stats
 
 from tests.helpers import ROOT
 from upbench.metrics import compared_metrics
-from upbench.report.levers import LEVERS_FILE, changes_from, main, read_recipe
+from upbench.report.levers import LEVERS_FILE, changes_from, main, read_recipe, setting_of
 from upbench.report.stats import CSV_HEADER
 from upbench.report.table import COMPARISONS_FILE
 
 SEEDS = range(5)
 CHOICES = {"backbone": "resnet", "upsampler": "bilinear", "decoder": "unet", "data": "synthetic"}
+SETTING = "resnet/bilinear/unet/synthetic"
 
 
-def write_run(run_dir: Path, seed: int, value: float, status: str = "finished", **recipe) -> None:
+def write_run(
+    run_dir: Path,
+    seed: int,
+    value: float,
+    status: str = "finished",
+    choices: dict[str, str] | None = None,
+    **recipe,
+) -> None:
     """One results.json whose compared metrics are all ``value``, with a config that records
-    where it ran (paths, task name, threads) as a real run's does."""
+    where it ran (paths, task name, threads) as a real run's does; ``choices`` replace some of
+    :data:`CHOICES`."""
     run_dir.mkdir(parents=True)
     out = str(run_dir.resolve())
     config = {
@@ -46,7 +56,7 @@ def write_run(run_dir: Path, seed: int, value: float, status: str = "finished", 
     record = {
         "status": status,
         "error": None,
-        "choices": CHOICES,
+        "choices": {**CHOICES, **(choices or {})},
         "seed": seed,
         "metrics": {},
         "best_metrics": {metric: value for metric in compared_metrics()},
@@ -86,7 +96,7 @@ def test_a_null_lever_is_not_significant_and_a_consistent_gap_is(tmp_path):
     assert len(rows) == 2 * len(compared_metrics())
     mIoU = {r["method_a"]: r for r in rows if r["metric"] == "test/mIoU"}
     assert {r["method_b"] for r in rows} == {"baseline"}
-    assert {r["context"] for r in rows} == {"levers"}
+    assert {r["context"] for r in rows} == {SETTING}
     assert mIoU["same"]["significant"] == "false"
     assert mIoU["gap"]["significant"] == "true"
     assert float(mIoU["gap"]["mean_diff"]) == pytest.approx(-0.015, abs=0.002)
@@ -100,8 +110,8 @@ def test_p_values_are_paired_t_tests_holm_corrected_over_every_row(tmp_path):
     rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
     recipes = {d.name: read_recipe(d)[0] for d in dirs}
     for row in rows:
-        a = recipes[row["method_a"]].values(row["metric"])
-        b = recipes["baseline"].values(row["metric"])
+        a = recipes[row["method_a"]].values(row["metric"], row["context"])
+        b = recipes["baseline"].values(row["metric"], row["context"])
         expected = stats.ttest_rel([a[s] for s in SEEDS], [b[s] for s in SEEDS]).pvalue
         assert float(row["p_value"]) == pytest.approx(expected)
     # Holm's step-down, written out: the k-th smallest p times (m - k), made monotone, capped at 1.
@@ -118,9 +128,9 @@ def test_a_lever_is_named_by_its_recipe_keys_not_by_where_it_ran(tmp_path):
     baseline_dir, same_dir, gap_dir = planted(tmp_path)
     baseline, _ = read_recipe(baseline_dir)
     # Paths, task name and tags differ in every pair (other directories) and are not named.
-    assert changes_from(baseline, read_recipe(gap_dir)[0]) == ["loss.dice_weight=0.0"]
-    assert changes_from(baseline, read_recipe(same_dir)[0]) == ["trainer.x=null"]
-    assert changes_from(baseline, baseline) == []
+    assert changes_from(baseline, read_recipe(gap_dir)[0], SETTING) == ["loss.dice_weight=0.0"]
+    assert changes_from(baseline, read_recipe(same_dir)[0], SETTING) == ["trainer.x=null"]
+    assert changes_from(baseline, baseline, SETTING) == []
     threads = tmp_path / "threads"
     for s in SEEDS:
         write_run(threads / str(s), s, 0.8)
@@ -128,11 +138,11 @@ def test_a_lever_is_named_by_its_recipe_keys_not_by_where_it_ran(tmp_path):
         record = json.loads(path.read_text())
         record["config"]["num_threads"] = None  # where it ran, not what it trained
         path.write_text(json.dumps(record))
-    assert changes_from(baseline, read_recipe(threads)[0]) == []
+    assert changes_from(baseline, read_recipe(threads)[0], SETTING) == []
     main([str(baseline_dir), str(gap_dir), str(threads), "--out", str(tmp_path / "out")])
     markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
-    assert "| gap | `loss.dice_weight=0.0` | 0, 1, 2, 3, 4 |" in markdown
-    assert "| threads | same recipe |" in markdown
+    assert f"| gap | {SETTING} | `loss.dice_weight=0.0` | 0, 1, 2, 3, 4 |" in markdown
+    assert f"| threads | {SETTING} | same recipe |" in markdown
 
 
 def test_only_finished_runs_of_common_seeds_are_paired(tmp_path):
@@ -143,10 +153,49 @@ def test_only_finished_runs_of_common_seeds_are_paired(tmp_path):
     write_run(short / "3", 3, 0.7, status="failed")
     write_run(short / "9", 9, 0.7)  # no baseline run of seed 9
     recipe, notes = read_recipe(short)
-    assert sorted(recipe.runs) == [0, 1, 2, 9]
+    assert sorted(recipe.runs[SETTING]) == [0, 1, 2, 9]
     assert any("failed, left out" in note for note in notes)
     main([str(baseline_dir), str(short), "--out", str(tmp_path / "out")])
     assert {r["n_pairs"] for r in read_rows(tmp_path / "out" / COMPARISONS_FILE)} == {"3"}
+
+
+def test_a_lever_on_some_jobs_of_a_table_is_paired_with_those_jobs_only(tmp_path, capsys):
+    """The baseline is a table (three upsamplers × five seeds); the lever ran two of them,
+    one of which gains 2 points on every seed while the other is unchanged, and one upsampler
+    the table lacks. Each upsampler is tested on its own pairs: a pooled test would mix them."""
+    table, lever = tmp_path / "table", tmp_path / "weighted"
+    rng = np.random.default_rng(3)
+    for s in SEEDS:
+        for i, upsampler in enumerate(("bilinear", "carafe", "nearest")):
+            value = float(rng.normal(0.80, 0.03))
+            job = {"upsampler": upsampler}
+            write_run(table / str(3 * s + i), s, value, choices=job)
+            if upsampler == "carafe":
+                write_run(lever / f"c{s}", s, value + 0.02, choices=job, loss__class_weights="mf")
+            elif upsampler == "nearest":
+                write_run(lever / f"n{s}", s, value, choices=job, loss__class_weights="mf")
+        write_run(lever / f"d{s}", s, 0.5, choices={"upsampler": "dysample"})
+    recipe, _ = read_recipe(table)
+    assert set(recipe.runs) == {setting_of({"choices": {**CHOICES, "upsampler": u}})
+                                for u in ("bilinear", "carafe", "nearest")}  # fmt: skip
+    assert main([str(table), str(lever), "--out", str(tmp_path / "out")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "weighted: no table run of resnet/dysample/unet/synthetic, not compared" in printed
+    rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
+    mIoU = {r["context"]: r for r in rows if r["metric"] == "test/mIoU"}
+    assert set(mIoU) == {"resnet/carafe/unet/synthetic", "resnet/nearest/unet/synthetic"}
+    assert len(rows) == 2 * len(compared_metrics())
+    carafe, nearest = mIoU["resnet/carafe/unet/synthetic"], mIoU["resnet/nearest/unet/synthetic"]
+    assert int(carafe["n_pairs"]) == int(nearest["n_pairs"]) == 5
+    assert float(carafe["mean_diff"]) == pytest.approx(0.02)
+    assert carafe["significant"] == "true" and nearest["significant"] == "false"
+    markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
+    # The baseline is listed in the compared settings only, the lever in each of its own.
+    assert "| table | resnet/bilinear/unet/synthetic |" not in markdown
+    assert "| table | resnet/carafe/unet/synthetic | (baseline) | 0, 1, 2, 3, 4 |" in markdown
+    assert "| table | resnet/dysample/unet/synthetic | (baseline) | - |" in markdown
+    change = '`loss.class_weights="mf"`'
+    assert f"| weighted | resnet/carafe/unet/synthetic | {change} | 0, 1, 2, 3, 4 |" in markdown
 
 
 @pytest.mark.parametrize("problem", ["missing", "duplicate seed", "nothing finished", "same name"])
@@ -180,8 +229,15 @@ def test_unreadable_directories_are_refused_with_one_message(tmp_path, capsys, p
 def test_committed_lever_tests_are_what_make_levers_builds(tmp_path):
     """experiments/README.md quotes these files: they must come from the committed runs."""
     makefile = (ROOT / "Makefile").read_text()
-    dirs = re.search(r"^LEVER_DIRS \?= (.+)$", makefile, re.M).group(1).split()
-    out = re.search(r"^LEVERS_OUT \?= (.+)$", makefile, re.M).group(1)
-    assert main([*(str(ROOT / d) for d in dirs), "--out", str(tmp_path)]) == 0
-    for name in (COMPARISONS_FILE, LEVERS_FILE):
-        assert (tmp_path / name).read_text() == (ROOT / out / name).read_text(), name
+
+    def variable(name: str) -> str:
+        return re.search(rf"^{name} \?= (.+)$", makefile, re.M).group(1)
+
+    families = re.findall(r"upbench\.report\.levers \$\((\w+)\) --out \$\((\w+)\)", makefile)
+    assert len(families) == 2
+    for dirs, out in families:
+        built = tmp_path / out
+        assert main([*(str(ROOT / d) for d in variable(dirs).split()), "--out", str(built)]) == 0
+        for name in (COMPARISONS_FILE, LEVERS_FILE):
+            committed = ROOT / variable(out) / name
+            assert (built / name).read_text() == committed.read_text(), committed

@@ -5,16 +5,20 @@ Build::
 
     python -m upbench.report.levers BASELINE_DIR LEVER_DIR [LEVER_DIR ...] --out DIR
 
-Each directory holds the finished runs of one recipe, one per seed (e.g. the sweep of ``python
-train.py -m seed=0,1,2,3,4 loss=weighted_ce hydra.sweep.dir=DIR``), and is named by its last
-path component. For each lever and each compared metric (``upbench.metrics.compared_metrics``,
-on the best-validation checkpoint) the lever − baseline difference is paired by seed and
-tested with the paired t-test; Holm's correction runs over every row. Writes:
+Each directory holds the finished runs of one recipe, one per seed and setting (the run's
+choice of backbone, upsampler, decoder and data; e.g. the sweep of ``python train.py -m
+seed=0,1,2,3,4 loss=weighted_ce hydra.sweep.dir=DIR``), and is named by its last path component.
+The baseline may hold more settings than a lever, e.g. a whole table, so that a lever can be
+tried on the table jobs where it matters: only the settings a lever ran are compared. For each
+lever, each of its settings and each compared metric (``upbench.metrics.compared_metrics``, on
+the best-validation checkpoint) the lever − baseline difference is paired by seed and tested
+with the paired t-test; Holm's correction runs over every row. Writes:
 
 - ``comparisons.csv``: the tables' columns (:data:`upbench.report.stats.CSV_HEADER`), context
-  ``levers``, method_a the lever, method_b the baseline;
-- ``levers.md``: each recipe with its seeds, converged and collapsed runs, test mIoU (mean ± 95 %
-  CI half-width) and the recipe keys in which it differs from the baseline
+  the setting (``resnet/resize_conv/unet/synthetic``), method_a the lever, method_b the
+  baseline;
+- ``levers.md``: each recipe and setting with its seeds, converged and collapsed runs, test mIoU
+  (mean ± 95 % CI half-width) and the recipe keys in which it differs from the baseline
   (:func:`upbench.results.recipe_diff`), so that a lever is named by what it changed rather than
   by its directory alone; then the tests.
 """
@@ -41,10 +45,15 @@ from upbench.report.stats import (
     holm,
     paired_difference,
 )
-from upbench.report.table import COMPARISONS_FILE, TESTED_SOURCE, find_records, is_collapsed
+from upbench.report.table import (
+    COMPARISONS_FILE,
+    GROUP_KEYS,
+    TESTED_SOURCE,
+    find_records,
+    is_collapsed,
+)
 from upbench.results import recipe_diff
 
-CONTEXT = "levers"
 LEVERS_FILE = "levers.md"
 HEADLINE = "test/mIoU"
 DIGITS = (1, 3)  # decimals in % and otherwise, as in the tables
@@ -54,61 +63,72 @@ class LeverError(ValueError):
     """A directory that cannot be read as one recipe's runs."""
 
 
+def setting_of(record: dict[str, Any]) -> str:
+    """What a run trained besides its recipe: ``backbone/upsampler/decoder/data``."""
+    return "/".join(record["choices"][key] for key in GROUP_KEYS)
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    runs: dict[int, dict[str, Any]]  # seed -> finished record
+    runs: dict[str, dict[int, dict[str, Any]]]  # setting -> seed -> finished record
 
-    def values(self, metric: str) -> dict[int, float]:
+    def values(self, metric: str, setting: str) -> dict[int, float]:
         return {
             seed: record[TESTED_SOURCE][metric]
-            for seed, record in self.runs.items()
+            for seed, record in self.runs.get(setting, {}).items()
             if (record.get(TESTED_SOURCE) or {}).get(metric) is not None
         }
 
 
 def read_recipe(run_dir: str | Path) -> tuple[Recipe, list[str]]:
-    """The finished runs under ``run_dir``, by seed; ``(recipe, notes)``."""
+    """The finished runs under ``run_dir``, by setting and seed; ``(recipe, notes)``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LeverError(f"{run_dir}: no such directory")
     records, notes = find_records([run_dir])
-    runs: dict[int, dict[str, Any]] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
     for record in records:
         if record["status"] != "finished":
             notes.append(f"{record['_path']}: {record['status']}, left out")
             continue
-        seed = record["seed"]
-        if seed in runs:
+        seed, by_seed = record["seed"], runs.setdefault(setting_of(record), {})
+        if seed in by_seed:
             raise LeverError(
-                f"{run_dir}: two finished runs of seed {seed} ({runs[seed]['_path']} and "
+                f"{run_dir}: two finished runs of seed {seed} ({by_seed[seed]['_path']} and "
                 f"{record['_path']}); give each recipe its own directory"
             )
-        runs[seed] = record
+        by_seed[seed] = record
     if not runs:
         raise LeverError(f"{run_dir}: no finished run (no results.json with status finished)")
     return Recipe(run_dir.name, runs), notes
 
 
-def changes_from(baseline: Recipe, lever: Recipe) -> list[str]:
-    """``key=value`` for each recipe key in which the lever's runs differ from the baseline's
-    runs of the same seed (keys of where a run ran, such as ``num_threads``, are not recipe)."""
+def changes_from(baseline: Recipe, lever: Recipe, setting: str) -> list[str]:
+    """``key=value`` for each recipe key in which the lever's runs of ``setting`` differ from
+    the baseline's runs of the same setting and seed (keys of where a run ran, such as
+    ``num_threads``, are not recipe)."""
+    ours, theirs = lever.runs.get(setting, {}), baseline.runs.get(setting, {})
     changed: dict[str, set[str]] = {}
-    for seed in sorted(baseline.runs.keys() & lever.runs.keys()):
-        diff = recipe_diff(baseline.runs[seed]["config"], lever.runs[seed]["config"])
+    for seed in sorted(ours.keys() & theirs.keys()):
+        diff = recipe_diff(theirs[seed]["config"], ours[seed]["config"])
         for key, (_, value) in diff.items():
             changed.setdefault(key, set()).add(json.dumps(value))
     return [f"{key}={'|'.join(sorted(values))}" for key, values in sorted(changed.items())]
 
 
 def compare_levers(baseline: Recipe, levers: Sequence[Recipe]) -> ComparisonFamily:
-    """Every lever against the baseline on every compared metric, Holm-corrected together."""
+    """Every lever against the baseline in each of the lever's settings, on every compared
+    metric, Holm-corrected together."""
     rows = []
     for lever in levers:
-        for metric in compared_metrics():
-            test = paired_difference(lever.values(metric), baseline.values(metric))
-            if test is not None:
-                rows.append(Comparison(CONTEXT, metric, lever.name, baseline.name, test))
+        for setting in sorted(lever.runs):
+            for metric in compared_metrics():
+                test = paired_difference(
+                    lever.values(metric, setting), baseline.values(metric, setting)
+                )
+                if test is not None:
+                    rows.append(Comparison(setting, metric, lever.name, baseline.name, test))
     return ComparisonFamily(holm(rows), {})
 
 
@@ -129,8 +149,8 @@ def _p_text(p: float) -> str:
     return "< 0.001" if p < 1e-3 else f"{p:.2g}"
 
 
-def _converged_text(recipe: Recipe) -> str:
-    flags = [r["_converged"] for r in recipe.runs.values() if r.get("_converged") is not None]
+def _converged_text(runs: dict[int, dict[str, Any]]) -> str:
+    flags = [r["_converged"] for r in runs.values() if r.get("_converged") is not None]
     return f"{sum(flags)}/{len(flags)}" if flags else "-"
 
 
@@ -143,35 +163,41 @@ def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: Comparis
         f"`{baseline.name}` is paired by seed (two-sided paired t-test), Holm-corrected over the "
         f"{len(family.rows)} tests below; significant at α = 0.05 after the correction.",
         "",
-        f"| recipe | change from `{baseline.name}` | seeds | converged | collapsed | {headline} |",
-        "|---|---|---|---:|---:|---:|",
+        f"| recipe | setting | change from `{baseline.name}` | seeds | converged | collapsed "
+        f"| {headline} |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
+    # The baseline only in the settings that a lever ran: a table baseline holds many more.
+    settings = sorted({setting for lever in levers for setting in lever.runs})
     for recipe in (baseline, *levers):
-        change = (
-            "(baseline)"
-            if recipe is baseline
-            else (", ".join(f"`{c}`" for c in changes_from(baseline, recipe)) or "same recipe")
-        )
-        collapsed = sum(is_collapsed(r) for r in recipe.runs.values())
-        seeds = ", ".join(str(s) for s in sorted(recipe.runs))
-        mean = _mean_text(list(recipe.values(HEADLINE).values()), HEADLINE)
-        lines.append(
-            f"| {recipe.name} | {change} | {seeds} | {_converged_text(recipe)} | {collapsed} "
-            f"| {mean} |"
-        )
+        for setting in settings if recipe is baseline else sorted(recipe.runs):
+            if recipe is baseline:
+                change = "(baseline)"
+            else:
+                changes = changes_from(baseline, recipe, setting)
+                change = ", ".join(f"`{c}`" for c in changes) or "same recipe"
+            runs = recipe.runs.get(setting, {})
+            collapsed = sum(is_collapsed(r) for r in runs.values())
+            seeds = ", ".join(str(s) for s in sorted(runs)) or "-"
+            mean = _mean_text(list(recipe.values(HEADLINE, setting).values()), HEADLINE)
+            lines.append(
+                f"| {recipe.name} | {setting} | {change} | {seeds} | {_converged_text(runs)} "
+                f"| {collapsed} | {mean} |"
+            )
     lines += [
         "",
-        f"| metric | recipe | mean | − {baseline.name} (95 % CI) | pairs | p | p (Holm) "
-        "| significant |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        f"| metric | recipe | setting | mean | − {baseline.name} (95 % CI) | pairs | p "
+        "| p (Holm) | significant |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     by_name = {lever.name: lever for lever in levers}
     for c in family.rows:
         t = c.test
-        mean = _mean_text(list(by_name[c.method_a].values(c.metric).values()), c.metric)
+        values = by_name[c.method_a].values(c.metric, c.context)
+        mean = _mean_text(list(values.values()), c.metric)
         interval = f"{_signed(t.ci_low, c.metric)} to {_signed(t.ci_high, c.metric)}"
         lines.append(
-            f"| {c.metric.removeprefix('test/')} | {c.method_a} | {mean} "
+            f"| {c.metric.removeprefix('test/')} | {c.method_a} | {c.context} | {mean} "
             f"| {_signed(t.mean_diff, c.metric)} ({interval}) | {t.n_pairs} "
             f"| {_p_text(t.p_value)} | {_p_text(c.p_adjusted)} "
             f"| {'yes' if c.significant else 'no'} |"
@@ -227,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(names)) < len(names):
         console.print(f"[red]error:[/] two run directories share a name: {names}", highlight=False)
         return 2
+    notes += [
+        f"{lever.name}: no {baseline.name} run of {setting}, not compared"
+        for lever in levers
+        for setting in sorted(lever.runs.keys() - baseline.runs.keys())
+    ]
     markdown, written = write_levers(baseline, levers, args.out)
     console.print(markdown, markup=False)
     for note in notes:
