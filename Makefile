@@ -55,14 +55,18 @@ table: install
 # The recipe levers of experiments/README.md, one family of Holm-corrected tests per question:
 # each directory's runs (one recipe change each) against the first's, paired by setting and seed.
 # Reads committed runs only. The first family: make train's config, seeds 0-4. The second: class
-# weights in CE + Dice on that config.
+# weights in CE + Dice on that config; the third: the same on the upsamplers_x_backbones jobs
+# where two runs lost a class (MobileNet, maxunpool and bilinear, seeds 0-14).
 LEVER_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
 CLASS_WEIGHT_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_cedice_weighted
 CLASS_WEIGHT_OUT ?= experiments/results/levers_class_weights
+TABLE_CLASS_WEIGHT_DIRS ?= experiments/runs/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted
+TABLE_CLASS_WEIGHT_OUT ?= experiments/results/levers_class_weights_x_backbones
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
 	$(PY) -m upbench.report.levers $(CLASS_WEIGHT_DIRS) --out $(CLASS_WEIGHT_OUT)
+	$(PY) -m upbench.report.levers $(TABLE_CLASS_WEIGHT_DIRS) --out $(TABLE_CLASS_WEIGHT_OUT)
 
 bench: install
 	$(PY) benchmarks/harness_overhead.py

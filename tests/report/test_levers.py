@@ -234,7 +234,7 @@ def test_committed_lever_tests_are_what_make_levers_builds(tmp_path):
         return re.search(rf"^{name} \?= (.+)$", makefile, re.M).group(1)
 
     families = re.findall(r"upbench\.report\.levers \$\((\w+)\) --out \$\((\w+)\)", makefile)
-    assert len(families) == 2
+    assert len(families) == 3
     for dirs, out in families:
         built = tmp_path / out
         assert main([*(str(ROOT / d) for d in variable(dirs).split()), "--out", str(built)]) == 0
