@@ -52,21 +52,22 @@ table: install
 	    exit $$status; fi
 	$(PY) -m upbench.report $(SWEEP_DIR) --out experiments/results/$(TABLE)
 
-# The recipe levers of experiments/README.md, one family of Holm-corrected tests per question:
+# The recipe levers of experiments/README.md, one family of Holm-corrected tests per baseline:
 # each directory's runs (one recipe change each) against the first's, paired by setting and seed.
-# Reads committed runs only. The first family: make train's config, seeds 0-4. The second: class
-# weights in CE + Dice on that config; the third: the same on the upsamplers_x_backbones jobs
-# where two runs lost a class (MobileNet, maxunpool and bilinear, seeds 0-14).
+# Reads committed runs only. The first family: make train's config, seeds 0-4. The other two: the
+# levers tried against runs that lose a class (class weights in CE + Dice, a doubled Dice term),
+# on make train's config and on the upsamplers_x_backbones cells where two runs lost the blob
+# class (MobileNet, maxunpool and bilinear, seeds 0-14).
 LEVER_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
-CLASS_WEIGHT_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_cedice_weighted
-CLASS_WEIGHT_OUT ?= experiments/results/levers_class_weights
-TABLE_CLASS_WEIGHT_DIRS ?= experiments/runs/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted
-TABLE_CLASS_WEIGHT_OUT ?= experiments/results/levers_class_weights_x_backbones
+ROBUSTNESS_DIRS ?= experiments/runs/default_recipe experiments/runs/probes/lever_cedice_weighted experiments/runs/probes/lever_dice2
+ROBUSTNESS_OUT ?= experiments/results/levers_robustness
+TABLE_ROBUSTNESS_DIRS ?= experiments/runs/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted experiments/runs/probes/x_backbones_dice2
+TABLE_ROBUSTNESS_OUT ?= experiments/results/levers_robustness_x_backbones
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
-	$(PY) -m upbench.report.levers $(CLASS_WEIGHT_DIRS) --out $(CLASS_WEIGHT_OUT)
-	$(PY) -m upbench.report.levers $(TABLE_CLASS_WEIGHT_DIRS) --out $(TABLE_CLASS_WEIGHT_OUT)
+	$(PY) -m upbench.report.levers $(ROBUSTNESS_DIRS) --out $(ROBUSTNESS_OUT)
+	$(PY) -m upbench.report.levers $(TABLE_ROBUSTNESS_DIRS) --out $(TABLE_ROBUSTNESS_OUT)
 
 bench: install
 	$(PY) benchmarks/harness_overhead.py
