@@ -162,7 +162,8 @@ def test_only_finished_runs_of_common_seeds_are_paired(tmp_path):
 def test_a_lever_on_some_jobs_of_a_table_is_paired_with_those_jobs_only(tmp_path, capsys):
     """The baseline is a table (three upsamplers × five seeds); the lever ran two of them,
     one of which gains 2 points on every seed while the other is unchanged, and one upsampler
-    the table lacks. Each upsampler is tested on its own pairs: a pooled test would mix them."""
+    the table lacks. Each upsampler is tested on its own pairs, so that the gain of one is not
+    spread over both; their mean is one more row (next test)."""
     table, lever = tmp_path / "table", tmp_path / "weighted"
     rng = np.random.default_rng(3)
     for s in SEEDS:
@@ -183,11 +184,16 @@ def test_a_lever_on_some_jobs_of_a_table_is_paired_with_those_jobs_only(tmp_path
     assert "weighted: no table run of resnet/dysample/unet/synthetic, not compared" in printed
     rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
     mIoU = {r["context"]: r for r in rows if r["metric"] == "test/mIoU"}
-    assert set(mIoU) == {"resnet/carafe/unet/synthetic", "resnet/nearest/unet/synthetic"}
-    assert len(rows) == 2 * len(compared_metrics())
+    assert set(mIoU) == {
+        "resnet/carafe/unet/synthetic",
+        "resnet/nearest/unet/synthetic",
+        "mean of 2 settings",  # the two the table ran, not dysample
+    }
+    assert len(rows) == 3 * len(compared_metrics())
     carafe, nearest = mIoU["resnet/carafe/unet/synthetic"], mIoU["resnet/nearest/unet/synthetic"]
     assert int(carafe["n_pairs"]) == int(nearest["n_pairs"]) == 5
     assert float(carafe["mean_diff"]) == pytest.approx(0.02)
+    assert float(mIoU["mean of 2 settings"]["mean_diff"]) == pytest.approx(0.01)
     assert carafe["significant"] == "true" and nearest["significant"] == "false"
     markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
     # The baseline is listed in the compared settings only, the lever in each of its own.
@@ -196,6 +202,43 @@ def test_a_lever_on_some_jobs_of_a_table_is_paired_with_those_jobs_only(tmp_path
     assert "| table | resnet/dysample/unet/synthetic | (baseline) | - |" in markdown
     change = '`loss.class_weights="mf"`'
     assert f"| weighted | resnet/carafe/unet/synthetic | {change} | 0, 1, 2, 3, 4 |" in markdown
+
+
+def test_a_shift_shared_by_several_settings_is_tested_on_their_mean(tmp_path):
+    """The lever lifts three upsamplers of a four-upsampler table by 1 point on every seed, but
+    each upsampler's pairs also scatter by ~3 points, opposite ways in different upsamplers:
+    no upsampler's test can show the shift, the test of their mean must. Seed 5 ran two of the
+    three and is left out of the mean; p is the paired t-test of the per-seed means."""
+    table, lever = tmp_path / "table", tmp_path / "dice2"
+    rng = np.random.default_rng(11)
+    lifted = ("bilinear", "carafe", "nearest")
+    base = {(u, s): float(rng.normal(0.80, 0.03)) for u in (*lifted, "pixelshuffle")
+            for s in range(6)}  # fmt: skip
+    scatter = {}
+    for s in range(6):
+        a, b = rng.normal(0, 0.03, size=2)
+        scatter.update({("bilinear", s): a, ("carafe", s): b})
+        scatter["nearest", s] = -(a + b) + rng.normal(0, 0.002)
+    for (upsampler, s), value in base.items():
+        job = {"upsampler": upsampler}
+        write_run(table / f"{upsampler}{s}", s, value, choices=job)
+        if upsampler in lifted and (upsampler, s) != ("nearest", 5):
+            lifted_value = value + 0.01 + float(scatter[upsampler, s])
+            write_run(lever / f"{upsampler}{s}", s, lifted_value, choices=job, loss__dice_weight=2)
+    assert main([str(table), str(lever), "--out", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
+    mIoU = {r["context"]: r for r in rows if r["metric"] == "test/mIoU"}
+    pooled = mIoU.pop("mean of 3 settings")
+    assert len(mIoU) == 3 and all(row["significant"] == "false" for row in mIoU.values())
+    assert pooled["significant"] == "true" and int(pooled["n_pairs"]) == 5
+    # The reference: each seed's mean over the three upsamplers, written out from the plant.
+    ours = [np.mean([base[u, s] + 0.01 + scatter[u, s] for u in lifted]) for s in range(5)]
+    theirs = [np.mean([base[u, s] for u in lifted]) for s in range(5)]
+    assert float(pooled["mean_diff"]) == pytest.approx(np.mean(ours) - np.mean(theirs))
+    assert float(pooled["mean_diff"]) == pytest.approx(0.01, abs=0.001)
+    assert float(pooled["p_value"]) == pytest.approx(stats.ttest_rel(ours, theirs).pvalue)
+    markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
+    assert f"| mIoU | dice2 | mean of 3 settings | {100 * np.mean(ours):.1f} ± " in markdown
 
 
 @pytest.mark.parametrize("problem", ["missing", "duplicate seed", "nothing finished", "same name"])

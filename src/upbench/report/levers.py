@@ -12,11 +12,13 @@ The baseline may hold more settings than a lever, e.g. a whole table, so that a 
 tried on the table jobs where it matters: only the settings a lever ran are compared. For each
 lever, each of its settings and each compared metric (``upbench.metrics.compared_metrics``, on
 the best-validation checkpoint) the lever − baseline difference is paired by seed and tested
-with the paired t-test; Holm's correction runs over every row. Writes:
+with the paired t-test. A lever run in several of the baseline's settings is also tested on
+their mean (per seed, over the seeds that ran every one of them): its effect on the table as a
+whole. Holm's correction runs over every row. Writes:
 
 - ``comparisons.csv``: the tables' columns (:data:`upbench.report.stats.CSV_HEADER`), context
-  the setting (``resnet/resize_conv/unet/synthetic``), method_a the lever, method_b the
-  baseline;
+  the setting (``resnet/resize_conv/unet/synthetic``, or ``mean of 8 settings``), method_a the
+  lever, method_b the baseline;
 - ``levers.md``: each recipe and setting with its seeds, converged and collapsed runs, test mIoU
   (mean ± 95 % CI half-width) and the recipe keys in which it differs from the baseline
   (:func:`upbench.results.recipe_diff`), so that a lever is named by what it changed rather than
@@ -31,6 +33,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from rich.console import Console
@@ -55,6 +58,9 @@ from upbench.report.table import (
 from upbench.results import recipe_diff
 
 LEVERS_FILE = "levers.md"
+# The context of a lever's test on its mean over several settings, e.g. a lever run on a whole
+# column of a table: each setting's seeds may be too few to show a shift that all of them share.
+ALL_SETTINGS = "mean of {n} settings"
 HEADLINE = "test/mIoU"
 DIGITS = (1, 3)  # decimals in % and otherwise, as in the tables
 
@@ -117,18 +123,43 @@ def changes_from(baseline: Recipe, lever: Recipe, setting: str) -> list[str]:
     return [f"{key}={'|'.join(sorted(values))}" for key, values in sorted(changed.items())]
 
 
+def contexts_of(lever: Recipe, baseline: Recipe) -> dict[str, list[str]]:
+    """What a lever is tested in, each with the settings it covers: each of its settings, and,
+    where it ran several that the baseline ran too, their mean (:data:`ALL_SETTINGS`)."""
+    contexts = {setting: [setting] for setting in sorted(lever.runs)}
+    shared = sorted(lever.runs.keys() & baseline.runs.keys())
+    if len(shared) > 1:
+        contexts[ALL_SETTINGS.format(n=len(shared))] = shared
+    return contexts
+
+
+def paired_values(
+    lever: Recipe, baseline: Recipe, metric: str, settings: Sequence[str]
+) -> tuple[dict[int, float], dict[int, float]]:
+    """``(lever, baseline)`` values of ``metric`` by seed in ``settings``: one setting's own, or,
+    over several, each seed's mean over them, on the seeds where both recipes ran every one (a
+    seed missing a setting would shift its mean by that setting's level, not by the lever)."""
+    if len(settings) == 1:
+        return lever.values(metric, settings[0]), baseline.values(metric, settings[0])
+    by_setting = [
+        (lever.values(metric, setting), baseline.values(metric, setting)) for setting in settings
+    ]
+    seeds = sorted(set.intersection(*(set(values) for pair in by_setting for values in pair)))
+    ours = {seed: fmean(values[seed] for values, _ in by_setting) for seed in seeds}
+    theirs = {seed: fmean(values[seed] for _, values in by_setting) for seed in seeds}
+    return ours, theirs
+
+
 def compare_levers(baseline: Recipe, levers: Sequence[Recipe]) -> ComparisonFamily:
-    """Every lever against the baseline in each of the lever's settings, on every compared
-    metric, Holm-corrected together."""
+    """Every lever against the baseline in each of its contexts (:func:`contexts_of`), on every
+    compared metric, Holm-corrected together."""
     rows = []
     for lever in levers:
-        for setting in sorted(lever.runs):
+        for context, settings in contexts_of(lever, baseline).items():
             for metric in compared_metrics():
-                test = paired_difference(
-                    lever.values(metric, setting), baseline.values(metric, setting)
-                )
+                test = paired_difference(*paired_values(lever, baseline, metric, settings))
                 if test is not None:
-                    rows.append(Comparison(setting, metric, lever.name, baseline.name, test))
+                    rows.append(Comparison(context, metric, lever.name, baseline.name, test))
     return ComparisonFamily(holm(rows), {})
 
 
@@ -161,7 +192,9 @@ def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: Comparis
         "",
         "Best-validation checkpoint; mean ± 95 % CI half-width over seeds. Each lever − "
         f"`{baseline.name}` is paired by seed (two-sided paired t-test), Holm-corrected over the "
-        f"{len(family.rows)} tests below; significant at α = 0.05 after the correction.",
+        f"{len(family.rows)} tests below; significant at α = 0.05 after the correction. "
+        'A lever run in several settings is also tested on its mean over them ("mean of n '
+        'settings": per seed, on the seeds that ran every one).',
         "",
         f"| recipe | setting | change from `{baseline.name}` | seeds | converged | collapsed "
         f"| {headline} |",
@@ -193,7 +226,9 @@ def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: Comparis
     by_name = {lever.name: lever for lever in levers}
     for c in family.rows:
         t = c.test
-        values = by_name[c.method_a].values(c.metric, c.context)
+        lever = by_name[c.method_a]
+        settings = contexts_of(lever, baseline)[c.context]
+        values, _ = paired_values(lever, baseline, c.metric, settings)
         mean = _mean_text(list(values.values()), c.metric)
         interval = f"{_signed(t.ci_low, c.metric)} to {_signed(t.ci_high, c.metric)}"
         lines.append(
