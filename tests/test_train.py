@@ -112,6 +112,14 @@ def test_train_py_subprocess_writes_results_and_logs(tmp_path):
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert_predictions_are_the_best_checkpoints(run_dir)
     assert "test/mIoU" in proc.stdout  # the final rich table
+    # The job's log holds Lightning's lines too (imported before Hydra set up logging, it would
+    # keep them to its own console handler), each once, beside upbench's.
+    log = (run_dir / "train.log").read_text()
+    assert log.count("`Trainer.fit` stopped: `max_epochs=2` reached.") == 1
+    assert "GPU available: False" in log
+    assert (
+        proc.stdout.count("`Trainer.fit` stopped") + proc.stderr.count("`Trainer.fit` stopped") == 1
+    )
 
 
 @pytest.mark.slow

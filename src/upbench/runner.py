@@ -301,8 +301,25 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     return instantiate(trainer_cfg, **kwargs)
 
 
+def _route_lightning_logs_to_root() -> None:
+    """Lightning, imported before Hydra set up logging (this module imports it), found a root
+    logger without handlers and gave its own loggers a console handler of their own with
+    ``propagate = False``: its lines (devices, why fit stopped, ...) never reached Hydra's
+    handlers, so the job's ``train.log`` missed them. Once the root logger has handlers, give
+    them back to it."""
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:  # Lightning's own, not a user's file
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit and test the configured model; returns ``cfg.optimized_metric`` for sweepers."""
+    _route_lightning_logs_to_root()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Under DDP every rank runs this function; only rank 0 reads and writes results.json.

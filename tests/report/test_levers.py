@@ -17,8 +17,16 @@ from scipy import stats
 
 from tests.helpers import ROOT
 from upbench.metrics import compared_metrics
-from upbench.report.levers import LEVERS_FILE, changes_from, main, read_recipe, setting_of
-from upbench.report.stats import CSV_HEADER
+from upbench.report.levers import (
+    LEVERS_FILE,
+    SHIFTS_FILE,
+    SHIFTS_HEADER,
+    changes_from,
+    main,
+    read_recipe,
+    setting_of,
+)
+from upbench.report.stats import CSV_HEADER, setting_effect
 from upbench.report.table import COMPARISONS_FILE
 
 SEEDS = range(5)
@@ -241,6 +249,48 @@ def test_a_shift_shared_by_several_settings_is_tested_on_their_mean(tmp_path):
     assert f"| mIoU | dice2 | mean of 3 settings | {100 * np.mean(ours):.1f} ± " in markdown
 
 
+def test_a_lever_that_moves_one_setting_more_is_told_from_one_that_moves_all_alike(tmp_path):
+    """Two levers on a three-upsampler table, 8 seeds whose shift scatters by ~2 points: `alike`
+    moves every upsampler by the same amount on a seed, `uneven` moves carafe 1.5 points more
+    on every seed. Only `uneven` changes the table's comparisons, and only its shift differs
+    between settings. `alike`'s runs lie in two directories, read as one recipe."""
+    table, alike, uneven = tmp_path / "table", tmp_path / "alike", tmp_path / "uneven"
+    rng = np.random.default_rng(5)
+    upsamplers, seeds = ("bilinear", "carafe", "nearest"), range(8)
+    base = {(u, s): float(rng.normal(0.80, 0.03)) for u in upsamplers for s in seeds}
+    shared = {s: float(rng.normal(0.0, 0.02)) for s in seeds}
+    shifts: dict[str, dict[str, dict[int, float]]] = {"alike": {}, "uneven": {}}
+    for (upsampler, s), value in base.items():
+        job = {"upsampler": upsampler}
+        write_run(table / f"{upsampler}{s}", s, value, choices=job)
+        for name, extra in (("alike", 0.0), ("uneven", 0.015 * (upsampler == "carafe"))):
+            shift = shared[s] + extra + float(rng.normal(0, 0.002))
+            shifts[name].setdefault(setting_of({"choices": {**CHOICES, **job}}), {})[s] = shift
+            folder = (alike / ("a" if s < 4 else "b")) if name == "alike" else uneven
+            write_run(
+                folder / f"{upsampler}{s}", s, value + shift, choices=job, loss__dice_weight=2
+            )
+    lever_args = [f"alike={alike / 'a'},{alike / 'b'}", str(uneven)]
+    assert main([str(table), *lever_args, "--out", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / SHIFTS_FILE)
+    assert list(rows[0]) == list(SHIFTS_HEADER)
+    assert len(rows) == 2 * len(compared_metrics())
+    mIoU = {r["lever"]: r for r in rows if r["metric"] == "test/mIoU"}
+    assert mIoU["alike"]["context"] == mIoU["uneven"]["context"] == "mean of 3 settings"
+    assert (mIoU["alike"]["n_seeds"], mIoU["alike"]["n_settings"]) == ("8", "3")
+    assert mIoU["alike"]["significant"] == "false" and mIoU["uneven"]["significant"] == "true"
+    for name, row in mIoU.items():
+        assert float(row["p_value"]) == pytest.approx(setting_effect(shifts[name]).p_value)
+    raw = sorted(float(r["p_value"]) for r in rows)
+    assert min(float(r["p_adjusted"]) for r in rows) == pytest.approx(min(1, len(raw) * raw[0]))
+    markdown = (tmp_path / "out" / LEVERS_FILE).read_text()
+    assert "| mIoU | uneven | mean of 3 settings | 8 | " in markdown
+    assert (
+        "| alike | resnet/carafe/unet/synthetic | `loss.dice_weight=2` | 0, 1, 2, 3, 4, 5, 6, 7 |"
+        in (markdown)
+    )
+
+
 @pytest.mark.parametrize("problem", ["missing", "duplicate seed", "nothing finished", "same name"])
 def test_unreadable_directories_are_refused_with_one_message(tmp_path, capsys, problem):
     baseline_dir, _, gap_dir = planted(tmp_path)
@@ -280,7 +330,10 @@ def test_committed_lever_tests_are_what_make_levers_builds(tmp_path):
     assert len(families) == 3
     for dirs, out in families:
         built = tmp_path / out
-        assert main([*(str(ROOT / d) for d in variable(dirs).split()), "--out", str(built)]) == 0
-        for name in (COMPARISONS_FILE, LEVERS_FILE):
+        # A lever NAME=DIR,DIR names its directories relative to the root, as make runs them.
+        arguments = [re.sub(r"([=,]|^)(?=experiments/)", rf"\g<1>{ROOT}/", d)
+                     for d in variable(dirs).split()]  # fmt: skip
+        assert main([*arguments, "--out", str(built)]) == 0
+        for name in (COMPARISONS_FILE, SHIFTS_FILE, LEVERS_FILE):
             committed = ROOT / variable(out) / name
             assert (built / name).read_text() == committed.read_text(), committed

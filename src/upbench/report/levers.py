@@ -19,10 +19,17 @@ whole. Holm's correction runs over every row. Writes:
 - ``comparisons.csv``: the tables' columns (:data:`upbench.report.stats.CSV_HEADER`), context
   the setting (``resnet/resize_conv/unet/synthetic``, or ``mean of 8 settings``), method_a the
   lever, method_b the baseline;
+- ``shift_by_setting.csv``: for a lever run in several settings, whether its shift differs
+  between them (:func:`upbench.report.stats.setting_effect` on the per-seed lever − baseline
+  differences), per metric, Holm-corrected over this file's rows. A lever that moves every
+  upsampler alike leaves a table's comparisons as they were; one that does not changes them;
 - ``levers.md``: each recipe and setting with its seeds, converged and collapsed runs, test mIoU
   (mean ± 95 % CI half-width) and the recipe keys in which it differs from the baseline
   (:func:`upbench.results.recipe_diff`), so that a lever is named by what it changed rather than
-  by its directory alone; then the tests.
+  by its directory alone; then the tests of both files.
+
+A lever's runs may lie in several directories (runs of one recipe added in several sweeps):
+``NAME=DIR,DIR`` reads them as one recipe called ``NAME``.
 """
 
 from __future__ import annotations
@@ -41,12 +48,16 @@ from rich.console import Console
 from upbench.metrics import compared_metrics, non_fractions
 from upbench.report.format import format_mean, format_metric
 from upbench.report.stats import (
+    ALPHA,
     CSV_HEADER,
     Comparison,
     ComparisonFamily,
+    SettingEffect,
     ci_half_width,
     holm,
+    holm_adjusted,
     paired_difference,
+    setting_effect,
 )
 from upbench.report.table import (
     COMPARISONS_FILE,
@@ -58,6 +69,11 @@ from upbench.report.table import (
 from upbench.results import recipe_diff
 
 LEVERS_FILE = "levers.md"
+SHIFTS_FILE = "shift_by_setting.csv"
+SHIFTS_HEADER = (
+    "lever", "baseline", "context", "metric", "n_seeds", "n_settings", "f_value", "df_num",
+    "df_den", "p_value", "p_adjusted", "significant",
+)  # fmt: skip
 # The context of a lever's test on its mean over several settings, e.g. a lever run on a whole
 # column of a table: each setting's seeds may be too few to show a shift that all of them share.
 ALL_SETTINGS = "mean of {n} settings"
@@ -87,12 +103,17 @@ class Recipe:
         }
 
 
-def read_recipe(run_dir: str | Path) -> tuple[Recipe, list[str]]:
-    """The finished runs under ``run_dir``, by setting and seed; ``(recipe, notes)``."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LeverError(f"{run_dir}: no such directory")
-    records, notes = find_records([run_dir])
+def read_recipe(
+    run_dirs: str | Path | Sequence[str | Path], name: str | None = None
+) -> tuple[Recipe, list[str]]:
+    """The finished runs under ``run_dirs`` (one directory or several), by setting and seed,
+    named ``name`` or after the first directory; ``(recipe, notes)``."""
+    dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, str | Path) else run_dirs)]
+    for run_dir in dirs:
+        if not run_dir.is_dir():
+            raise LeverError(f"{run_dir}: no such directory")
+    where = ", ".join(map(str, dirs))
+    records, notes = find_records(dirs)
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for record in records:
         if record["status"] != "finished":
@@ -101,13 +122,13 @@ def read_recipe(run_dir: str | Path) -> tuple[Recipe, list[str]]:
         seed, by_seed = record["seed"], runs.setdefault(setting_of(record), {})
         if seed in by_seed:
             raise LeverError(
-                f"{run_dir}: two finished runs of seed {seed} ({by_seed[seed]['_path']} and "
+                f"{where}: two finished runs of seed {seed} ({by_seed[seed]['_path']} and "
                 f"{record['_path']}); give each recipe its own directory"
             )
         by_seed[seed] = record
     if not runs:
-        raise LeverError(f"{run_dir}: no finished run (no results.json with status finished)")
-    return Recipe(run_dir.name, runs), notes
+        raise LeverError(f"{where}: no finished run (no results.json with status finished)")
+    return Recipe(name or dirs[0].name, runs), notes
 
 
 def changes_from(baseline: Recipe, lever: Recipe, setting: str) -> list[str]:
@@ -163,6 +184,41 @@ def compare_levers(baseline: Recipe, levers: Sequence[Recipe]) -> ComparisonFami
     return ComparisonFamily(holm(rows), {})
 
 
+@dataclass(frozen=True)
+class ShiftTest:
+    """Whether a lever's shift differs between the settings of ``context``."""
+
+    lever: str
+    context: str
+    metric: str
+    effect: SettingEffect
+    p_adjusted: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted < ALPHA
+
+
+def compare_shifts(baseline: Recipe, levers: Sequence[Recipe]) -> list[ShiftTest]:
+    """For every lever run in several of the baseline's settings and every compared metric:
+    do its per-seed shifts differ between those settings? Holm-corrected together."""
+    found = []
+    for lever in levers:
+        for context, settings in contexts_of(lever, baseline).items():
+            if len(settings) < 2:
+                continue
+            for metric in compared_metrics():
+                shifts = {}
+                for setting in settings:
+                    ours, theirs = lever.values(metric, setting), baseline.values(metric, setting)
+                    shifts[setting] = {s: ours[s] - theirs[s] for s in ours.keys() & theirs.keys()}
+                effect = setting_effect(shifts)
+                if effect is not None:
+                    found.append((lever.name, context, metric, effect))
+    adjusted = holm_adjusted([effect.p_value for *_, effect in found])
+    return [ShiftTest(*f, p) for f, p in zip(found, adjusted, strict=True)]
+
+
 def _mean_text(values: Sequence[float], metric: str) -> str:
     if not values:
         return "-"
@@ -185,7 +241,12 @@ def _converged_text(runs: dict[int, dict[str, Any]]) -> str:
     return f"{sum(flags)}/{len(flags)}" if flags else "-"
 
 
-def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: ComparisonFamily) -> str:
+def levers_markdown(
+    baseline: Recipe,
+    levers: Sequence[Recipe],
+    family: ComparisonFamily,
+    shifts: Sequence[ShiftTest] = (),
+) -> str:
     headline = f"{HEADLINE.removeprefix('test/')}{'' if HEADLINE in non_fractions() else ' (%)'}"
     lines = [
         f"# Levers against `{baseline.name}`",
@@ -237,14 +298,34 @@ def levers_markdown(baseline: Recipe, levers: Sequence[Recipe], family: Comparis
             f"| {_p_text(t.p_value)} | {_p_text(c.p_adjusted)} "
             f"| {'yes' if c.significant else 'no'} |"
         )
+    if shifts:
+        lines += [
+            "",
+            "Does a lever move the settings it ran by different amounts (which would change the "
+            "comparisons between them)? One-way repeated-measures ANOVA of the per-seed shifts "
+            "(lever − baseline), seeds as subjects, on the seeds that ran every setting; Holm "
+            f"over these {len(shifts)} tests.",
+            "",
+            "| metric | recipe | settings | seeds | F (df) | p | p (Holm) | shift differs |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for t in shifts:
+            e = t.effect
+            lines.append(
+                f"| {t.metric.removeprefix('test/')} | {t.lever} | {t.context} | {e.n_seeds} "
+                f"| {e.f_value:.2f} ({e.df_num:g}, {e.df_den:g}) | {_p_text(e.p_value)} "
+                f"| {_p_text(t.p_adjusted)} | {'yes' if t.significant else 'no'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def write_levers(
     baseline: Recipe, levers: Sequence[Recipe], out_dir: str | Path
 ) -> tuple[str, list[Path]]:
-    """Write ``comparisons.csv`` and ``levers.md`` to ``out_dir``; ``(markdown, paths)``."""
+    """Write ``comparisons.csv``, ``shift_by_setting.csv`` and ``levers.md`` to ``out_dir``;
+    ``(markdown, paths)``."""
     family = compare_levers(baseline, levers)
+    shifts = compare_shifts(baseline, levers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / COMPARISONS_FILE
@@ -252,10 +333,21 @@ def write_levers(
         writer = csv.writer(stream)
         writer.writerow(CSV_HEADER)
         writer.writerows(family.csv_rows())
-    markdown = levers_markdown(baseline, levers, family)
+    shifts_path = out / SHIFTS_FILE
+    with shifts_path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(SHIFTS_HEADER)
+        for t in shifts:
+            e = t.effect
+            writer.writerow([
+                t.lever, baseline.name, t.context, t.metric, e.n_seeds, e.n_settings,
+                repr(e.f_value), repr(e.df_num), repr(e.df_den), repr(e.p_value),
+                repr(t.p_adjusted), str(t.significant).lower(),
+            ])  # fmt: skip
+    markdown = levers_markdown(baseline, levers, family, shifts)
     md_path = out / LEVERS_FILE
     md_path.write_text(markdown)
-    return markdown, [csv_path, md_path]
+    return markdown, [csv_path, shifts_path, md_path]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -264,7 +356,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Paired, Holm-corrected tests of recipe levers against a baseline recipe.",
     )
     parser.add_argument("baseline", type=Path, help="the baseline recipe's run directory")
-    parser.add_argument("levers", nargs="+", type=Path, help="one run directory per lever")
+    parser.add_argument(
+        "levers",
+        nargs="+",
+        help="one run directory per lever, or NAME=DIR,DIR for a lever whose runs lie in several",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     return parser.parse_args(argv)
 
@@ -277,8 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline, found = read_recipe(args.baseline)
         notes += found
         levers = []
-        for run_dir in args.levers:
-            lever, found = read_recipe(run_dir)
+        for argument in args.levers:
+            name, _, dirs = argument.rpartition("=")
+            lever, found = read_recipe(dirs.split(","), name or None)
             notes += found
             levers.append(lever)
     except LeverError as error:

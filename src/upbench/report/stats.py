@@ -100,13 +100,18 @@ CSV_HEADER = (
 )
 
 
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (``statsmodels``)."""
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(p_values, method="holm")[1]]
+
+
 def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """The same comparisons with Holm-adjusted p-values over the whole family."""
-    if not comparisons:
-        return []
-    _, adjusted, _, _ = multipletests([c.test.p_value for c in comparisons], method="holm")
+    adjusted = holm_adjusted([c.test.p_value for c in comparisons])
     return [
-        Comparison(c.context, c.metric, c.method_a, c.method_b, c.test, float(p))
+        Comparison(c.context, c.metric, c.method_a, c.method_b, c.test, p)
         for c, p in zip(comparisons, adjusted, strict=True)
     ]
 
@@ -185,3 +190,57 @@ def comparisons(
                 if test is not None:
                     rows.append(Comparison(context, metric, method_a, method_b, test))
     return ComparisonFamily(holm(rows), best_of)
+
+
+@dataclass(frozen=True)
+class SettingEffect:
+    """Whether per-seed values differ between settings (a one-way repeated-measures ANOVA)."""
+
+    n_seeds: int
+    n_settings: int
+    f_value: float
+    df_num: float
+    df_den: float
+    p_value: float
+
+
+def setting_effect(values: Mapping[str, Mapping[int, float]]) -> SettingEffect | None:
+    """Do the settings of ``values`` (``{setting: {seed: value}}``) differ in mean? One-way
+    repeated-measures ANOVA (``statsmodels`` ``AnovaRM``), seeds as subjects, over the seeds
+    present in every setting; ``None`` with fewer than 2 settings or 2 such seeds.
+
+    Applied to a recipe lever's per-seed shifts (lever − baseline) in each upsampler, it asks
+    whether the lever moves the upsamplers by different amounts, which is what would change the
+    comparisons between them. It assumes sphericity (equal variances of the differences between
+    settings); with 2 settings it is the paired t-test (F = t²). Values that differ between
+    settings by the same amount on every seed (no residual, F undefined) are certain: p = 0 for
+    unequal means, 1 for equal ones."""
+    import pandas as pd  # statsmodels' own dependency, needed only here
+    from statsmodels.stats.anova import AnovaRM
+
+    settings = sorted(values)
+    seeds = sorted(set.intersection(*(set(values[s]) for s in settings))) if settings else []
+    if len(settings) < 2 or len(seeds) < 2:
+        return None
+    grid = np.array([[values[k][s] for k in settings] for s in seeds], dtype=float)
+    df_num, df_den = len(settings) - 1, (len(settings) - 1) * (len(seeds) - 1)
+    residual = grid - grid.mean(axis=1, keepdims=True) - grid.mean(axis=0) + grid.mean()
+    if np.allclose(residual, 0.0, rtol=0.0, atol=1e-12):
+        equal = np.allclose(grid.mean(axis=0), grid.mean(), rtol=0.0, atol=1e-12)
+        return SettingEffect(
+            len(seeds), len(settings), 0.0 if equal else math.inf, df_num, df_den,
+            1.0 if equal else 0.0,
+        )  # fmt: skip
+    frame = pd.DataFrame(
+        [(s, k, grid[i, j]) for i, s in enumerate(seeds) for j, k in enumerate(settings)],
+        columns=["seed", "setting", "value"],
+    )
+    row = AnovaRM(frame, "value", "seed", within=["setting"]).fit().anova_table.iloc[0]
+    return SettingEffect(
+        len(seeds),
+        len(settings),
+        float(row["F Value"]),
+        float(row["Num DF"]),
+        float(row["Den DF"]),
+        float(row["Pr > F"]),
+    )
