@@ -84,6 +84,8 @@ def test_evaluate_command(trained, tmp_path):
     assert run.returncode == 0, run.stderr
     assert re.search(rf"test/mIoU +{record['best_metrics']['test/mIoU']:.4f}\n", run.stdout)
     assert read_results(tmp_path)["status"] == "finished"
+    # The job's log holds Lightning's lines too, not only its console.
+    assert "GPU available: False" in (tmp_path / "evaluate.log").read_text()
     missing = subprocess.run(
         [sys.executable, "-m", "upbench.evaluate", "ckpt=/no/such.ckpt",
          f"hydra.run.dir={tmp_path / 'missing'}"],

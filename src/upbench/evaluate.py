@@ -22,7 +22,7 @@ from upbench.conf import conf_dir
 from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
 from upbench.results import recording
-from upbench.runner import instantiate_trainer
+from upbench.runner import instantiate_trainer, route_lightning_logs_to_root
 from upbench.task import SegmentationTask
 from upbench.validation import ConfigError, load_checkpoint_safely
 
@@ -54,6 +54,7 @@ def _data_config(cfg: DictConfig, task: SegmentationTask) -> Any:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt`` on the test split; returns the test metrics."""
+    route_lightning_logs_to_root()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("num_threads"):

@@ -301,12 +301,13 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     return instantiate(trainer_cfg, **kwargs)
 
 
-def _route_lightning_logs_to_root() -> None:
+def route_lightning_logs_to_root() -> None:
     """Lightning, imported before Hydra set up logging (this module imports it), found a root
     logger without handlers and gave its own loggers a console handler of their own with
     ``propagate = False``: its lines (devices, why fit stopped, ...) never reached Hydra's
-    handlers, so the job's ``train.log`` missed them. Once the root logger has handlers, give
-    them back to it."""
+    handlers, so the job's log file (``train.log``, ``evaluate.log``) missed
+    them. Once the root logger has handlers, give them back to it; every Hydra task calls this
+    first."""
     if not logging.getLogger().hasHandlers():
         return
     for name in ("pytorch_lightning", "lightning_fabric"):
@@ -319,7 +320,7 @@ def _route_lightning_logs_to_root() -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit and test the configured model; returns ``cfg.optimized_metric`` for sweepers."""
-    _route_lightning_logs_to_root()
+    route_lightning_logs_to_root()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Under DDP every rank runs this function; only rank 0 reads and writes results.json.
