@@ -5,7 +5,7 @@ Trains the default model twice through ``train.py`` in this process's machine, o
 
 - ``before``: the recipe until 2026-11-30 (pixel cross-entropy, cosine from step 0), given
   ``--before-epochs`` (default 30, three times its old budget);
-- ``after``: the current defaults (CE + Dice, 5 % linear warm-up + cosine, 20 epochs).
+- ``after``: the current defaults (CE + 2 x Dice, 5 % linear warm-up + cosine, 20 epochs).
 
 For each it reports the wall time of the run (training and the three test passes), whether the run
 converged (val mIoU rose by at most 0.5 points over its last 20 % of epochs,

@@ -188,5 +188,5 @@ def test_loss_presets_are_what_their_names_say(tiny_cfg):
         return loss.ce_weight, loss.dice_weight
 
     assert terms("ce") == (1.0, 0.0)
-    assert terms("ce_dice") == (1.0, 1.0)
+    assert terms("ce_dice") == (1.0, 2.0)  # Dice x 2: experiments/README.md
     assert terms("dice") == (0.0, 1.0)
