@@ -305,9 +305,8 @@ def route_lightning_logs_to_root() -> None:
     """Lightning, imported before Hydra set up logging (this module imports it), found a root
     logger without handlers and gave its own loggers a console handler of their own with
     ``propagate = False``: its lines (devices, why fit stopped, ...) never reached Hydra's
-    handlers, so the job's log file (``train.log``, ``evaluate.log``) missed
-    them. Once the root logger has handlers, give them back to it; every Hydra task calls this
-    first."""
+    handlers, so the job's log file (``train.log``, ``evaluate.log``) missed them. Once the root
+    logger has handlers, give them back to it; every Hydra task calls this first."""
     if not logging.getLogger().hasHandlers():
         return
     for name in ("pytorch_lightning", "lightning_fabric"):
