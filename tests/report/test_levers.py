@@ -249,6 +249,55 @@ def test_a_shift_shared_by_several_settings_is_tested_on_their_mean(tmp_path):
     assert f"| mIoU | dice2 | mean of 3 settings | {100 * np.mean(ours):.1f} ± " in markdown
 
 
+def test_a_lever_run_on_several_backbones_is_tested_on_each_backbones_mean(tmp_path):
+    """A table of two backbones x three upsamplers: the lever lifts every MobileNet upsampler by
+    1 point on every seed, scattered by ~3 points per upsampler so that no upsampler's own test
+    shows it, and leaves ResNet as it was (noise only). The MobileNet mean must show the lift,
+    the ResNet mean must not; each is the paired t-test of its per-seed means, and each is
+    tested for a shift that differs between its upsamplers."""
+    table, lever = tmp_path / "table", tmp_path / "dice2"
+    rng = np.random.default_rng(13)
+    upsamplers, seeds = ("bilinear", "carafe", "nearest"), range(6)
+    ours: dict[str, list[list[float]]] = {"mobilenet": [], "resnet": []}
+    theirs: dict[str, list[list[float]]] = {"mobilenet": [], "resnet": []}
+    for backbone in ("mobilenet", "resnet"):
+        for s in seeds:
+            a, b = rng.normal(0, 0.03, size=2)
+            scatter = {"bilinear": a, "carafe": b, "nearest": -(a + b)}
+            for upsampler in upsamplers:
+                job = {"backbone": backbone, "upsampler": upsampler}
+                value = float(rng.normal(0.80, 0.03))
+                lifted = value + float(rng.normal(0, 0.002))
+                if backbone == "mobilenet":
+                    lifted += 0.01 + float(scatter[upsampler])
+                write_run(table / f"{backbone}{upsampler}{s}", s, value, choices=job)
+                write_run(lever / f"{backbone}{upsampler}{s}", s, lifted, choices=job,
+                          loss__dice_weight=2)  # fmt: skip
+                theirs[backbone].append([s, value])
+                ours[backbone].append([s, lifted])
+    assert main([str(table), str(lever), "--out", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / COMPARISONS_FILE)
+    mIoU = {r["context"]: r for r in rows if r["metric"] == "test/mIoU"}
+    assert len(mIoU) == 6 + 2 + 1 and "mean of 6 settings" in mIoU
+    for backbone, significant in (("mobilenet", "true"), ("resnet", "false")):
+        row = mIoU[f"{backbone}: mean of 3 settings"]
+        per_seed = [[np.mean([v for seed, v in values[backbone] if seed == s]) for s in seeds]
+                    for values in (ours, theirs)]  # fmt: skip
+        assert int(row["n_pairs"]) == 6
+        assert float(row["mean_diff"]) == pytest.approx(np.mean(per_seed[0]) - np.mean(per_seed[1]))
+        assert float(row["p_value"]) == pytest.approx(stats.ttest_rel(*per_seed).pvalue)
+        assert row["significant"] == significant
+    lift = float(mIoU["mobilenet: mean of 3 settings"]["mean_diff"])
+    assert lift == pytest.approx(0.01, abs=0.002)
+    assert all(mIoU[f"{b}/{u}/unet/synthetic"]["significant"] == "false"
+               for b in ("mobilenet", "resnet") for u in upsamplers)  # fmt: skip
+    shifts = {r["context"]: r for r in read_rows(tmp_path / "out" / SHIFTS_FILE)
+              if r["metric"] == "test/mIoU"}  # fmt: skip
+    assert set(shifts) == {"mobilenet: mean of 3 settings", "resnet: mean of 3 settings",
+                           "mean of 6 settings"}  # fmt: skip
+    assert shifts["mobilenet: mean of 3 settings"]["n_settings"] == "3"
+
+
 def test_a_lever_that_moves_one_setting_more_is_told_from_one_that_moves_all_alike(tmp_path):
     """Two levers on a three-upsampler table, 8 seeds whose shift scatters by ~2 points: `alike`
     moves every upsampler by the same amount on a seed, `uneven` moves carafe 1.5 points more

@@ -14,11 +14,12 @@ lever, each of its settings and each compared metric (``upbench.metrics.compared
 the best-validation checkpoint) the lever − baseline difference is paired by seed and tested
 with the paired t-test. A lever run in several of the baseline's settings is also tested on
 their mean (per seed, over the seeds that ran every one of them): its effect on the table as a
-whole. Holm's correction runs over every row. Writes:
+whole; and, where they span several backbones, on each backbone's mean: its effect on a column.
+Holm's correction runs over every row. Writes:
 
 - ``comparisons.csv``: the tables' columns (:data:`upbench.report.stats.CSV_HEADER`), context
-  the setting (``resnet/resize_conv/unet/synthetic``, or ``mean of 8 settings``), method_a the
-  lever, method_b the baseline;
+  the setting (``resnet/resize_conv/unet/synthetic``, ``mean of 8 settings``, or ``resnet: mean
+  of 10 settings``), method_a the lever, method_b the baseline;
 - ``shift_by_setting.csv``: for a lever run in several settings, whether its shift differs
   between them (:func:`upbench.report.stats.setting_effect` on the per-seed lever − baseline
   differences), per metric, Holm-corrected over this file's rows. A lever that moves every
@@ -77,6 +78,9 @@ SHIFTS_HEADER = (
 # The context of a lever's test on its mean over several settings, e.g. a lever run on a whole
 # column of a table: each setting's seeds may be too few to show a shift that all of them share.
 ALL_SETTINGS = "mean of {n} settings"
+# A lever run on several backbones (a whole table of upsamplers x backbones) is also tested on
+# each backbone's mean: a shift on one backbone is diluted in the mean over all of them.
+BACKBONE_SETTINGS = "{backbone}: mean of {n} settings"
 HEADLINE = "test/mIoU"
 DIGITS = (1, 3)  # decimals in % and otherwise, as in the tables
 
@@ -145,10 +149,19 @@ def changes_from(baseline: Recipe, lever: Recipe, setting: str) -> list[str]:
 
 
 def contexts_of(lever: Recipe, baseline: Recipe) -> dict[str, list[str]]:
-    """What a lever is tested in, each with the settings it covers: each of its settings, and,
-    where it ran several that the baseline ran too, their mean (:data:`ALL_SETTINGS`)."""
+    """What a lever is tested in, each with the settings it covers: each of its settings;
+    where those that the baseline ran too span several backbones, each backbone's mean over
+    its settings (:data:`BACKBONE_SETTINGS`, for a backbone with several); and, where there are
+    several, their mean (:data:`ALL_SETTINGS`)."""
     contexts = {setting: [setting] for setting in sorted(lever.runs)}
     shared = sorted(lever.runs.keys() & baseline.runs.keys())
+    by_backbone: dict[str, list[str]] = {}
+    for setting in shared:
+        by_backbone.setdefault(setting.split("/")[GROUP_KEYS.index("backbone")], []).append(setting)
+    if len(by_backbone) > 1:
+        for backbone, settings in sorted(by_backbone.items()):
+            if len(settings) > 1:
+                contexts[BACKBONE_SETTINGS.format(backbone=backbone, n=len(settings))] = settings
     if len(shared) > 1:
         contexts[ALL_SETTINGS.format(n=len(shared))] = shared
     return contexts
@@ -255,7 +268,8 @@ def levers_markdown(
         f"`{baseline.name}` is paired by seed (two-sided paired t-test), Holm-corrected over the "
         f"{len(family.rows)} tests below; significant at α = 0.05 after the correction. "
         'A lever run in several settings is also tested on its mean over them ("mean of n '
-        'settings": per seed, on the seeds that ran every one).',
+        'settings": per seed, on the seeds that ran every one), and, over several backbones, '
+        'on each backbone\'s ("backbone: mean of n settings").',
         "",
         f"| recipe | setting | change from `{baseline.name}` | seeds | converged | collapsed "
         f"| {headline} |",
