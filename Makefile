@@ -59,14 +59,14 @@ table: install
 # levers tried against runs that lose a class (class weights in CE + Dice, a doubled Dice term),
 # on that config (the doubled Dice term's runs are today's default_recipe, hence NAME=DIR) and on
 # the upsamplers_x_backbones cells where two runs lost the blob class (MobileNet, maxunpool and
-# bilinear, seeds 0-14), and the doubled Dice term on the whole MobileNet column (NAME=DIR,DIR: one
-# lever whose runs lie in two sweeps), seeds 0-14, and on the ResNet column: upsamplers_resnet,
-# rebuilt with it.
+# bilinear, seeds 0-14), and the doubled Dice term on the whole table: upsamplers_x_backbones,
+# rebuilt with it (NAME=DIR: both directories are called upsamplers_x_backbones), tested per
+# setting, per backbone column and on the whole table.
 LEVER_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
 ROBUSTNESS_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_cedice_weighted lever_dice2=experiments/runs/default_recipe
 ROBUSTNESS_OUT ?= experiments/results/levers_robustness
-TABLE_ROBUSTNESS_DIRS ?= experiments/runs/dice1/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted mobilenet_dice2=experiments/runs/probes/x_backbones_dice2,experiments/runs/probes/x_backbones_dice2_mobilenet resnet_dice2=experiments/runs/upsamplers_resnet
+TABLE_ROBUSTNESS_DIRS ?= experiments/runs/dice1/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted dice2=experiments/runs/upsamplers_x_backbones
 TABLE_ROBUSTNESS_OUT ?= experiments/results/levers_robustness_x_backbones
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
