@@ -22,6 +22,7 @@ from upbench.report.levers import (
     SHIFTS_FILE,
     SHIFTS_HEADER,
     changes_from,
+    choice_in,
     main,
     read_recipe,
     setting_of,
@@ -32,6 +33,17 @@ from upbench.report.table import COMPARISONS_FILE
 SEEDS = range(5)
 CHOICES = {"backbone": "resnet", "upsampler": "bilinear", "decoder": "unet", "data": "synthetic"}
 SETTING = "resnet/bilinear/unet/synthetic"
+
+
+def test_a_setting_names_each_group_choice_of_its_run():
+    setting = setting_of({"choices": {**CHOICES, "backbone": "mobilenet", "upsampler": "sapa"}})
+    assert setting == "mobilenet/sapa/unet/synthetic"
+    assert [choice_in(setting, group) for group in CHOICES] == [
+        "mobilenet",
+        "sapa",
+        "unet",
+        "synthetic",
+    ]
 
 
 def write_run(

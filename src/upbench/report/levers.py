@@ -94,6 +94,11 @@ def setting_of(record: dict[str, Any]) -> str:
     return "/".join(record["choices"][key] for key in GROUP_KEYS)
 
 
+def choice_in(setting: str, group: str) -> str:
+    """The choice of one config group (one of ``GROUP_KEYS``) in a :func:`setting_of` string."""
+    return setting.split("/")[GROUP_KEYS.index(group)]
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -157,7 +162,7 @@ def contexts_of(lever: Recipe, baseline: Recipe) -> dict[str, list[str]]:
     shared = sorted(lever.runs.keys() & baseline.runs.keys())
     by_backbone: dict[str, list[str]] = {}
     for setting in shared:
-        by_backbone.setdefault(setting.split("/")[GROUP_KEYS.index("backbone")], []).append(setting)
+        by_backbone.setdefault(choice_in(setting, "backbone"), []).append(setting)
     if len(by_backbone) > 1:
         for backbone, settings in sorted(by_backbone.items()):
             if len(settings) > 1:
