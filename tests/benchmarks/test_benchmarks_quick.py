@@ -94,10 +94,13 @@ def check_converged_run(out: str) -> None:
     assert set(rows) == {"before", "after"}
     to_plateau = {name: positive(cells[4]) for name, cells in rows.items()}
     assert float(rows["before"][-1]) == 1.0
-    # Seconds are printed to 0.1 s, so the quotient of the columns holds to that rounding.
-    assert positive(rows["after"][-1]) == pytest.approx(
-        to_plateau["after"] / to_plateau["before"], rel=0.1
-    )
+    # Seconds are printed to 0.1 s and the ratio to 0.01, so the ratio lies in the interval the
+    # rounded columns allow (in quick mode the seconds are below 1, where rounding alone moves
+    # the quotient by more than 10 %).
+    after, before = to_plateau["after"], to_plateau["before"]
+    lowest = (after - 0.05) / (before + 0.05) - 0.005
+    highest = (after + 0.05) / (before - 0.05) + 0.005
+    assert lowest <= positive(rows["after"][-1]) <= highest, rows
     for cells in rows.values():
         assert cells[2] in ("True", "False", "None")
 
