@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import linalg, stats
 
 from upbench.report.stats import (
     ALPHA,
@@ -192,6 +192,26 @@ def hand_anova(values: dict[str, dict[int, float]]) -> tuple[float, int, int]:
     return (ss_setting / df_num) / (ss_error / df_den), df_num, df_den
 
 
+def hand_epsilon(values: dict[str, dict[int, float]]) -> float:
+    """Box's epsilon from its definition: the sample covariance S of the settings (written out
+    as sums), projected on orthonormal contrasts C (Helmert's), M = C S Cᵀ, then
+    tr(M)² / ((k − 1)·tr(M²))."""
+    settings = sorted(values)
+    seeds = sorted(set.intersection(*(set(v) for v in values.values())))
+    k, n = len(settings), len(seeds)
+    means = [sum(values[t][s] for s in seeds) / n for t in settings]
+    covariance = np.array([
+        [
+            sum((values[a][s] - means[i]) * (values[b][s] - means[j]) for s in seeds) / (n - 1)
+            for j, b in enumerate(settings)
+        ]
+        for i, a in enumerate(settings)
+    ])  # fmt: skip
+    contrasts = linalg.helmert(k)  # (k - 1, k), orthonormal rows orthogonal to the ones vector
+    projected = contrasts @ covariance @ contrasts.T
+    return np.trace(projected) ** 2 / ((k - 1) * np.trace(projected @ projected))
+
+
 def test_setting_effect_matches_the_sums_of_squares():
     values = {
         "bilinear": {0: 0.10, 1: -0.20, 2: 0.05, 3: 0.30, 4: 0.00, 7: 5.0},  # 7: not everywhere
@@ -201,11 +221,37 @@ def test_setting_effect_matches_the_sums_of_squares():
     f_value, df_num, df_den = hand_anova(
         {k: {s: v[s] for s in range(5)} for k, v in values.items()}
     )
+    epsilon = hand_epsilon({k: {s: v[s] for s in range(5)} for k, v in values.items()})
     effect = setting_effect(values)
     assert (effect.n_seeds, effect.n_settings) == (5, 3)
     assert (effect.df_num, effect.df_den) == (df_num, df_den) == (2, 8)
     assert effect.f_value == pytest.approx(f_value, rel=1e-9)
-    assert effect.p_value == pytest.approx(stats.f.sf(f_value, df_num, df_den), rel=1e-9)
+    assert 0.5 <= epsilon < 0.99  # between its bound 1/(k - 1) and sphericity: a real correction
+    assert effect.epsilon == pytest.approx(epsilon, rel=1e-9)
+    corrected = stats.f.sf(f_value, epsilon * df_num, epsilon * df_den)
+    assert effect.p_value == pytest.approx(corrected, rel=1e-9)
+    assert effect.p_value > stats.f.sf(f_value, df_num, df_den)
+
+
+def test_greenhouse_geisser_keeps_the_false_positive_rate_when_sphericity_fails():
+    """Ten settings, five seeds (a table's shape) and no setting effect, but one setting's shift
+    varies ten times as much as the others': the uncorrected F rejects far above 5 %, the
+    corrected p-value at about the nominal rate."""
+    rng = np.random.default_rng(4)
+    trials = 400
+    noise = [0.002] * 9 + [0.02]
+    effects = [
+        setting_effect({
+            f"setting {j}": {s: float(rng.normal(0.0, sd)) for s in range(5)}
+            for j, sd in enumerate(noise)
+        })
+        for _ in range(trials)
+    ]  # fmt: skip
+    uncorrected = sum(stats.f.sf(e.f_value, e.df_num, e.df_den) < ALPHA for e in effects)
+    corrected = sum(e.p_value < ALPHA for e in effects)
+    assert uncorrected / trials > 2 * ALPHA
+    assert corrected / trials <= ALPHA + 0.03  # binomial slack: 400 trials at 5 %
+    assert all(1 / 9 - 1e-12 <= e.epsilon <= 1 + 1e-12 for e in effects)
 
 
 def test_setting_effect_of_two_settings_is_the_paired_t_test():
@@ -213,6 +259,7 @@ def test_setting_effect_of_two_settings_is_the_paired_t_test():
     b = {0: 0.60, 1: 0.55, 2: 0.64, 3: 0.60, 4: 0.60}
     effect = setting_effect({"a": a, "b": b})
     t_test = stats.ttest_rel(list(a.values()), list(b.values()))
+    assert effect.epsilon == pytest.approx(1.0, rel=1e-12)  # two settings are always spherical
     assert effect.f_value == pytest.approx(t_test.statistic**2, rel=1e-9)
     assert effect.p_value == pytest.approx(t_test.pvalue, rel=1e-9)
 

@@ -73,7 +73,7 @@ LEVERS_FILE = "levers.md"
 SHIFTS_FILE = "shift_by_setting.csv"
 SHIFTS_HEADER = (
     "lever", "baseline", "context", "metric", "n_seeds", "n_settings", "f_value", "df_num",
-    "df_den", "p_value", "p_adjusted", "significant",
+    "df_den", "epsilon", "p_value", "p_adjusted", "significant",
 )  # fmt: skip
 # The context of a lever's test on its mean over several settings, e.g. a lever run on a whole
 # column of a table: each setting's seeds may be too few to show a shift that all of them share.
@@ -322,17 +322,19 @@ def levers_markdown(
             "",
             "Does a lever move the settings it ran by different amounts (which would change the "
             "comparisons between them)? One-way repeated-measures ANOVA of the per-seed shifts "
-            "(lever − baseline), seeds as subjects, on the seeds that ran every setting; Holm "
-            f"over these {len(shifts)} tests.",
+            "(lever − baseline), seeds as subjects, on the seeds that ran every setting; p "
+            "Greenhouse–Geisser-corrected (ε: 1 for spherical data, down to 1/(settings − 1)); "
+            f"Holm over these {len(shifts)} tests.",
             "",
-            "| metric | recipe | settings | seeds | F (df) | p | p (Holm) | shift differs |",
-            "|---|---|---|---:|---:|---:|---:|---|",
+            "| metric | recipe | settings | seeds | F (df) | ε | p | p (Holm) | shift differs |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for t in shifts:
             e = t.effect
             lines.append(
                 f"| {t.metric.removeprefix('test/')} | {t.lever} | {t.context} | {e.n_seeds} "
-                f"| {e.f_value:.2f} ({e.df_num:g}, {e.df_den:g}) | {_p_text(e.p_value)} "
+                f"| {e.f_value:.2f} ({e.df_num:g}, {e.df_den:g}) | {e.epsilon:.2f} "
+                f"| {_p_text(e.p_value)} "
                 f"| {_p_text(t.p_adjusted)} | {'yes' if t.significant else 'no'} |"
             )
     return "\n".join(lines) + "\n"
@@ -360,7 +362,7 @@ def write_levers(
             e = t.effect
             writer.writerow([
                 t.lever, baseline.name, t.context, t.metric, e.n_seeds, e.n_settings,
-                repr(e.f_value), repr(e.df_num), repr(e.df_den), repr(e.p_value),
+                repr(e.f_value), repr(e.df_num), repr(e.df_den), repr(e.epsilon), repr(e.p_value),
                 repr(t.p_adjusted), str(t.significant).lower(),
             ])  # fmt: skip
     markdown = levers_markdown(baseline, levers, family, shifts)

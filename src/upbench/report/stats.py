@@ -201,7 +201,23 @@ class SettingEffect:
     f_value: float
     df_num: float
     df_den: float
+    epsilon: float  # Greenhouse–Geisser's; p_value is read from F(epsilon·df_num, epsilon·df_den)
     p_value: float
+
+
+def greenhouse_geisser_epsilon(grid: np.ndarray) -> float:
+    """Greenhouse and Geisser's (1959) estimate of Box's (1954) epsilon for a ``(subjects,
+    settings)`` grid: how far the covariance of the settings departs from sphericity, from
+    1/(settings − 1) (worst) to 1 (spherical). Multiplying both degrees of freedom of the
+    repeated-measures F by it keeps the test's false-positive rate near its nominal level when
+    the settings' differences vary unequally (statsmodels' ``AnovaRM`` does not correct).
+
+    Epsilon is tr(D)² / ((k − 1)·tr(D²)) for the double-centred sample covariance D of the k
+    settings (the covariance of any orthonormal contrasts has the same non-zero eigenvalues)."""
+    k = grid.shape[1]
+    centring = np.eye(k) - 1.0 / k
+    double_centred = centring @ np.cov(grid, rowvar=False) @ centring
+    return float(np.trace(double_centred) ** 2 / ((k - 1) * np.sum(double_centred**2)))
 
 
 def setting_effect(values: Mapping[str, Mapping[int, float]]) -> SettingEffect | None:
@@ -211,10 +227,11 @@ def setting_effect(values: Mapping[str, Mapping[int, float]]) -> SettingEffect |
 
     Applied to a recipe lever's per-seed shifts (lever − baseline) in each upsampler, it asks
     whether the lever moves the upsamplers by different amounts, which is what would change the
-    comparisons between them. It assumes sphericity (equal variances of the differences between
-    settings); with 2 settings it is the paired t-test (F = t²). Values that differ between
-    settings by the same amount on every seed (no residual, F undefined) are certain: p = 0 for
-    unequal means, 1 for equal ones."""
+    comparisons between them. The p-value is Greenhouse–Geisser-corrected
+    (:func:`greenhouse_geisser_epsilon`), so unequal variances of the differences between
+    settings do not inflate it; with 2 settings epsilon is 1 and the test is the paired t-test
+    (F = t²). Values that differ between settings by the same amount on every seed (no residual,
+    F undefined, nothing to correct) are certain: p = 0 for unequal means, 1 for equal ones."""
     import pandas as pd  # statsmodels' own dependency, needed only here
     from statsmodels.stats.anova import AnovaRM
 
@@ -228,7 +245,7 @@ def setting_effect(values: Mapping[str, Mapping[int, float]]) -> SettingEffect |
     if np.allclose(residual, 0.0, rtol=0.0, atol=1e-12):
         equal = np.allclose(grid.mean(axis=0), grid.mean(), rtol=0.0, atol=1e-12)
         return SettingEffect(
-            len(seeds), len(settings), 0.0 if equal else math.inf, df_num, df_den,
+            len(seeds), len(settings), 0.0 if equal else math.inf, df_num, df_den, 1.0,
             1.0 if equal else 0.0,
         )  # fmt: skip
     frame = pd.DataFrame(
@@ -236,11 +253,6 @@ def setting_effect(values: Mapping[str, Mapping[int, float]]) -> SettingEffect |
         columns=["seed", "setting", "value"],
     )
     row = AnovaRM(frame, "value", "seed", within=["setting"]).fit().anova_table.iloc[0]
-    return SettingEffect(
-        len(seeds),
-        len(settings),
-        float(row["F Value"]),
-        float(row["Num DF"]),
-        float(row["Den DF"]),
-        float(row["Pr > F"]),
-    )
+    f_value, epsilon = float(row["F Value"]), greenhouse_geisser_epsilon(grid)
+    p_value = float(stats.f.sf(f_value, epsilon * df_num, epsilon * df_den))
+    return SettingEffect(len(seeds), len(settings), f_value, df_num, df_den, epsilon, p_value)
