@@ -218,10 +218,9 @@ def test_setting_effect_matches_the_sums_of_squares():
         "carafe": {0: 0.40, 1: 0.10, 2: 0.20, 3: 0.50, 4: 0.35},
         "nearest": {0: -0.10, 1: 0.00, 2: 0.15, 3: 0.10, 4: -0.30},
     }
-    f_value, df_num, df_den = hand_anova(
-        {k: {s: v[s] for s in range(5)} for k, v in values.items()}
-    )
-    epsilon = hand_epsilon({k: {s: v[s] for s in range(5)} for k, v in values.items()})
+    shared_seeds = {k: {s: v[s] for s in range(5)} for k, v in values.items()}
+    f_value, df_num, df_den = hand_anova(shared_seeds)
+    epsilon = hand_epsilon(shared_seeds)
     effect = setting_effect(values)
     assert (effect.n_seeds, effect.n_settings) == (5, 3)
     assert (effect.df_num, effect.df_den) == (df_num, df_den) == (2, 8)
