@@ -62,7 +62,7 @@ table: install
 # bilinear, seeds 0-14), and the doubled Dice term on the whole table: upsamplers_x_backbones,
 # rebuilt with it (NAME=DIR: both directories are called upsamplers_x_backbones), tested per
 # setting, per backbone column and on the whole table. The fourth: the table budget, 24 epochs
-# instead of 16, on every upsamplers_resnet setting, seeds 0-4: does training longer change the
+# instead of 16, on every upsamplers_resnet setting, seeds 0-13: does training longer change the
 # table's comparisons?
 LEVER_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
