@@ -94,23 +94,27 @@ def test_the_backbone_table_sweeps_every_built_in_backbone_and_upsampler_of_the_
     assert len(backbone_jobs) == 450
 
 
-def test_a_resnet_job_of_the_resnet_table_is_the_same_run_in_the_backbone_table(tmp_path):
+def test_a_resnet_job_of_the_backbone_table_is_that_job_of_the_resnet_table_at_16_epochs(tmp_path):
     """The copy above only saves hours if the sweep then skips the copied runs as its own: for
     each upsampler, the job composed by either experiment trains the same recipe (its table's
-    name and W&B tags are labels, not recipe)."""
+    name and W&B tags are labels, not recipe), at the budget its ResNet rows were copied at. The
+    backbone table is not yet rebuilt at the resnet table's 24 epochs: its rows are that table's
+    16-epoch build (experiments/runs/epochs16/upsamplers_resnet), and the budget is the one
+    recipe key in which the two tables differ today."""
     for job in sweep("upsamplers_resnet")[1][:10]:
-        there = compose_config(tmp_path, ["experiment=upsamplers_resnet", *job])
-        here = compose_config(
-            tmp_path, ["experiment=upsamplers_x_backbones", *job, "backbone=resnet"]
-        )
-        assert there.task_name != here.task_name
-        assert (
-            recipe_changes(
-                OmegaConf.to_container(there, resolve=True),
-                OmegaConf.to_container(here, resolve=True),
+        resnet_table, resnet_at_16, backbone_table = (
+            OmegaConf.to_container(compose_config(tmp_path, overrides), resolve=True)
+            for overrides in (
+                ["experiment=upsamplers_resnet", *job],
+                ["experiment=upsamplers_resnet", *job, "trainer.max_epochs=16"],
+                ["experiment=upsamplers_x_backbones", *job, "backbone=resnet"],
             )
-            == []
-        ), job
+        )
+        assert resnet_table["task_name"] != backbone_table["task_name"]
+        assert recipe_changes(resnet_at_16, backbone_table) == [], job
+        assert recipe_changes(resnet_table, backbone_table) == [
+            "trainer.max_epochs=24 there, 16 now"
+        ], job
 
 
 @pytest.mark.parametrize(("experiment", "launcher", "job"), JOBS)

@@ -69,7 +69,8 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 # Keys that say where and how a run ran, or what it is filed under, not what it trained: a
 # committed sweep (experiments/runs/) is continued on other machines, with its data elsewhere, and
-# one table's jobs can be another's (upsamplers_x_backbones' ResNet rows are upsamplers_resnet's).
+# one table's jobs can be another's (upsamplers_x_backbones' ResNet rows are upsamplers_resnet's
+# 16-epoch build).
 NOT_RECIPE = (
     "paths", "logger", "resume", "ckpt_path", "num_threads", "data.root", "task_name", "tags",
 )  # fmt: skip
