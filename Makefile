@@ -63,14 +63,15 @@ table: install
 # rebuilt with it (NAME=DIR: both directories are called upsamplers_x_backbones), tested per
 # setting, per backbone column and on the whole table. The fourth: the table budget,
 # upsamplers_resnet at 24 epochs against its first build at 16 (kept in experiments/runs/epochs16/),
-# every setting, seeds 0-14: does training longer change the table's comparisons?
+# every setting, seeds 0-14: does training longer change the table's comparisons? Both are named
+# by NAME=DIR, since the baseline's directory bears the name of the table that has moved on.
 LEVER_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
 ROBUSTNESS_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_cedice_weighted lever_dice2=experiments/runs/default_recipe
 ROBUSTNESS_OUT ?= experiments/results/levers_robustness
 TABLE_ROBUSTNESS_DIRS ?= experiments/runs/dice1/upsamplers_x_backbones experiments/runs/probes/x_backbones_cedice_weighted dice2=experiments/runs/upsamplers_x_backbones
 TABLE_ROBUSTNESS_OUT ?= experiments/results/levers_robustness_x_backbones
-EPOCHS_DIRS ?= experiments/runs/epochs16/upsamplers_resnet epochs24=experiments/runs/upsamplers_resnet
+EPOCHS_DIRS ?= epochs16=experiments/runs/epochs16/upsamplers_resnet epochs24=experiments/runs/upsamplers_resnet
 EPOCHS_OUT ?= experiments/results/levers_epochs
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)

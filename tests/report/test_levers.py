@@ -165,6 +165,20 @@ def test_a_lever_is_named_by_its_recipe_keys_not_by_where_it_ran(tmp_path):
     assert f"| threads | {SETTING} | same recipe |" in markdown
 
 
+def test_the_baseline_can_be_named_like_a_lever(tmp_path):
+    """A baseline whose directory is named after a table that has moved on (the 16-epoch build
+    kept in epochs16/upsamplers_resnet) is named by NAME=DIR, in every file written."""
+    baseline_dir, _, gap_dir = planted(tmp_path)
+    out = tmp_path / "out"
+    assert main([f"epochs16={baseline_dir}", str(gap_dir), "--out", str(out)]) == 0
+    rows = read_rows(out / COMPARISONS_FILE)
+    assert {(r["method_a"], r["method_b"]) for r in rows} == {("gap", "epochs16")}
+    markdown = (out / LEVERS_FILE).read_text()
+    assert markdown.startswith("# Levers against `epochs16`")
+    assert f"| epochs16 | {SETTING} | (baseline) | 0, 1, 2, 3, 4 |" in markdown
+    assert "`baseline`" not in markdown
+
+
 def test_only_finished_runs_of_common_seeds_are_paired(tmp_path):
     baseline_dir, _, gap_dir = planted(tmp_path)
     short = tmp_path / "short"

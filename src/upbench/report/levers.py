@@ -30,7 +30,8 @@ Holm's correction runs over every row. Writes:
   by its directory alone; then the tests of both files.
 
 A lever's runs may lie in several directories (runs of one recipe added in several sweeps):
-``NAME=DIR,DIR`` reads them as one recipe called ``NAME``.
+``NAME=DIR,DIR`` reads them as one recipe called ``NAME``. The baseline takes the same form,
+e.g. to name it by what it is where its directory is named after a table that has moved on.
 """
 
 from __future__ import annotations
@@ -376,11 +377,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m upbench.report.levers",
         description="Paired, Holm-corrected tests of recipe levers against a baseline recipe.",
     )
-    parser.add_argument("baseline", type=Path, help="the baseline recipe's run directory")
+    parser.add_argument(
+        "baseline",
+        help="the baseline recipe's run directory, or NAME=DIR,DIR (as for a lever)",
+    )
     parser.add_argument(
         "levers",
         nargs="+",
-        help="one run directory per lever, or NAME=DIR,DIR for a lever whose runs lie in several",
+        help="one run directory per lever, named after it, or NAME=DIR,DIR for a lever named "
+        "NAME whose runs lie in one or several directories",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     return parser.parse_args(argv)
@@ -391,14 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(soft_wrap=True)
     notes: list[str] = []
     try:
-        baseline, found = read_recipe(args.baseline)
-        notes += found
-        levers = []
-        for argument in args.levers:
+        recipes = []
+        for argument in (args.baseline, *args.levers):
             name, _, dirs = argument.rpartition("=")
-            lever, found = read_recipe(dirs.split(","), name or None)
+            recipe, found = read_recipe(dirs.split(","), name or None)
             notes += found
-            levers.append(lever)
+            recipes.append(recipe)
+        baseline, *levers = recipes
     except LeverError as error:
         console.print(f"[red]error:[/] {error}", highlight=False)
         return 2
