@@ -65,6 +65,7 @@ table: install
 # upsamplers_resnet at 24 epochs against its first build at 16 (kept in experiments/runs/epochs16/),
 # every setting, seeds 0-14: does training longer change the table's comparisons? Both are named
 # by NAME=DIR, since the baseline's directory bears the name of the table that has moved on.
+# The fifth: whether 24 epochs narrow SAPA's wide cell in upsamplers_segformer (seeds 0-4).
 LEVER_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_weighted_ce experiments/runs/probes/lever_output_stride8 experiments/runs/probes/make_train_2threads
 LEVERS_OUT ?= experiments/results/levers
 ROBUSTNESS_DIRS ?= experiments/runs/dice1/default_recipe experiments/runs/probes/lever_cedice_weighted lever_dice2=experiments/runs/default_recipe
@@ -73,11 +74,14 @@ TABLE_ROBUSTNESS_DIRS ?= experiments/runs/dice1/upsamplers_x_backbones experimen
 TABLE_ROBUSTNESS_OUT ?= experiments/results/levers_robustness_x_backbones
 EPOCHS_DIRS ?= epochs16=experiments/runs/epochs16/upsamplers_resnet epochs24=experiments/runs/upsamplers_resnet
 EPOCHS_OUT ?= experiments/results/levers_epochs
+SAPA_EPOCHS_DIRS ?= epochs16=experiments/runs/upsamplers_segformer epochs24=experiments/runs/probes/segformer_sapa_epochs24
+SAPA_EPOCHS_OUT ?= experiments/results/levers_epochs_sapa
 levers: install
 	$(PY) -m upbench.report.levers $(LEVER_DIRS) --out $(LEVERS_OUT)
 	$(PY) -m upbench.report.levers $(ROBUSTNESS_DIRS) --out $(ROBUSTNESS_OUT)
 	$(PY) -m upbench.report.levers $(TABLE_ROBUSTNESS_DIRS) --out $(TABLE_ROBUSTNESS_OUT)
 	$(PY) -m upbench.report.levers $(EPOCHS_DIRS) --out $(EPOCHS_OUT)
+	$(PY) -m upbench.report.levers $(SAPA_EPOCHS_DIRS) --out $(SAPA_EPOCHS_OUT)
 
 bench: install
 	$(PY) benchmarks/harness_overhead.py
