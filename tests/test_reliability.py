@@ -17,6 +17,7 @@ import yaml
 from hydra.errors import MissingConfigException
 
 from tests.helpers import ENV, ROOT, TINY, compose_config, tiny
+from upbench.callbacks import RunWallTime
 from upbench.results import read_results
 from upbench.runner import train
 from upbench.task import DivergenceError
@@ -105,6 +106,31 @@ def test_last_checkpoint_holds_the_last_epoch_when_the_metric_stops_improving(tm
     for name, epoch in (("best", 0), ("last", 2)):
         state = torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=True)
         assert (state["epoch"], state["global_step"]) == (epoch, (epoch + 1) * steps_per_epoch)
+
+
+def test_resumed_run_reports_the_wall_time_of_every_segment(tmp_path):
+    """A job killed outright (SIGKILL) leaves results.json at 'running' with no time, and its
+    checkpoints; resumed, its wall_time_s must add the time saved in the checkpoint it resumes
+    from to the last segment's, or a multi-session sweep's cost undercounts."""
+    train(compose_config(tmp_path, tiny("callbacks=default", "trainer.max_epochs=1")))
+    first = read_results(tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert 0 < RunWallTime.saved_in(checkpoint) <= first["wall_time_s"]
+    # As a kill leaves it, but with a planted time that no real segment here comes near.
+    (tmp_path / "results.json").write_text(json.dumps({**first, "status": "running"}))
+    checkpoint["callbacks"][RunWallTime.__qualname__]["wall_time_s"] = 1e4
+    torch.save(checkpoint, last)
+    started = time.perf_counter()
+    train(
+        compose_config(tmp_path, tiny("callbacks=default", "trainer.max_epochs=2", "resume=true"))
+    )
+    segment = time.perf_counter() - started
+    resumed = read_results(tmp_path)
+    assert resumed["status"] == "finished"
+    assert 1e4 < resumed["wall_time_s"] <= 1e4 + segment
+    # ...and it is carried on into the new checkpoints, for a job killed twice.
+    assert RunWallTime.saved_in(torch.load(last, weights_only=True)) > 1e4
 
 
 def test_truncated_checkpoint_refused_and_previous_kept(tmp_path):

@@ -1,9 +1,12 @@
-"""Checkpointing that never leaves a half-written file and keeps state on interruption."""
+"""Checkpointing that never leaves a half-written file, keeps state on interruption and carries
+a resumed run's wall time."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -60,3 +63,29 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(tmp, self.save_weights_only)
         if trainer.is_global_zero:
             os.replace(tmp, path)
+
+
+class RunWallTime(pl.Callback):
+    """Saves in every checkpoint the wall time the run has spent so far, so that a run resumed
+    from a checkpoint reports the time of all its segments in ``results.json``, not only the last
+    one's. A job killed outright (SIGKILL, a machine that goes away) leaves no record of its
+    time but its last checkpoint; multi-session sweeps resume such jobs routinely.
+
+    ``spent_s`` is the time saved in the checkpoint the run resumes from (0 for a fresh run);
+    the clock starts when the callback is made, which the runner does as the run's record starts.
+    """
+
+    def __init__(self, spent_s: float = 0.0) -> None:
+        self.spent_s = spent_s
+        # Wall clock, not perf_counter: under ddp_spawn the saving process is a spawned worker.
+        self._started = time.time()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.spent_s + time.time() - self._started}
+
+    @classmethod
+    def saved_in(cls, checkpoint: dict[str, Any]) -> float:
+        """The wall time saved in a loaded checkpoint; 0 for one saved without this callback."""
+        # Lightning keys a callback's state by its state_key, the class's qualified name.
+        state = checkpoint.get("callbacks", {}).get(cls.__qualname__)
+        return float(state["wall_time_s"]) if state else 0.0

@@ -10,7 +10,7 @@ Schema (all keys always present)::
       "metrics": {"val/mIoU": ..., "test/mIoU": ..., ...},        # final weights
       "best_metrics": {"test/mIoU": ..., ...},                      # best-validation checkpoint
       "params": {"total": int, "upsampler": int},
-      "wall_time_s": float,
+      "wall_time_s": float,                                         # all segments if resumed
       "output_dir": str,
       "config": {...}                                               # resolved config
     }
@@ -132,11 +132,14 @@ def read_predictions(output_dir: str | Path) -> dict[str, Any] | None:
 
 
 @contextmanager
-def recording(output_dir: str | Path, record: dict[str, Any], write: bool = True) -> Iterator[dict]:
+def recording(
+    output_dir: str | Path, record: dict[str, Any], write: bool = True, spent_s: float = 0.0
+) -> Iterator[dict]:
     """The lifecycle of a run's record: written as ``running`` on entry, then ``finished`` when
     the block completes, ``interrupted`` on Ctrl-C or a Lightning shutdown (SystemExit), else
-    ``failed`` with the error; ``wall_time_s`` is the block's time. The exception propagates.
-    ``write=False`` keeps the record in memory only (DDP ranks other than 0)."""
+    ``failed`` with the error; ``wall_time_s`` is the block's time plus ``spent_s``, the time of
+    the earlier segments of a resumed run. The exception propagates. ``write=False`` keeps the
+    record in memory only (DDP ranks other than 0)."""
     start = time.perf_counter()
     record["status"] = "running"
     if write:
@@ -152,6 +155,6 @@ def recording(output_dir: str | Path, record: dict[str, Any], write: bool = True
     else:
         record["status"] = "finished"
     finally:
-        record["wall_time_s"] = time.perf_counter() - start
+        record["wall_time_s"] = spent_s + time.perf_counter() - start
         if write:
             write_results(output_dir, record)

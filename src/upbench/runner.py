@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+from upbench.callbacks import RunWallTime
 from upbench.data.roots import DatasetRootError
 from upbench.instantiate import instantiate
 from upbench.losses import resolve_class_weights
@@ -165,9 +166,12 @@ def _save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
         (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
-def _resume_checkpoint(cfg: DictConfig, output_dir: Path, unfinished: bool) -> str | None:
+def _resume_checkpoint(
+    cfg: DictConfig, output_dir: Path, unfinished: bool
+) -> tuple[str | None, float]:
     """``ckpt_path``, else ``last.ckpt`` when resuming: on ``resume=true``, and for an unfinished
-    job of a sweep rerun into the same directory (so completing a sweep loses nothing)."""
+    job of a sweep rerun into the same directory (so completing a sweep loses nothing); with the
+    wall time the run had spent when that checkpoint was saved (0 without one)."""
     path = cfg.get("ckpt_path")
     if not path and (cfg.get("resume") or unfinished):
         last = output_dir / "checkpoints" / "last.ckpt"
@@ -175,9 +179,9 @@ def _resume_checkpoint(cfg: DictConfig, output_dir: Path, unfinished: bool) -> s
             path = str(last)
         else:
             log.warning("resume=true but %s does not exist yet: training from scratch", last)
-    if path:
-        load_checkpoint_safely(path)
-    return path
+    if not path:
+        return None, 0.0
+    return path, RunWallTime.saved_in(load_checkpoint_safely(path))
 
 
 def _instantiate_loggers(cfg: DictConfig, tags: list[str]) -> list[Logger]:
@@ -235,7 +239,11 @@ def _print_summary(record: dict[str, Any]) -> None:
 
 
 def _fit_and_test(
-    cfg: DictConfig, record: dict[str, Any], ckpt_path: str | None, loggers: list[Logger]
+    cfg: DictConfig,
+    record: dict[str, Any],
+    ckpt_path: str | None,
+    loggers: list[Logger],
+    wall_time: RunWallTime,
 ) -> None:
     """Build, fit and test into ``record``. The loggers are appended to ``loggers`` as soon as
     they exist, so that the caller closes them whatever happens next."""
@@ -258,7 +266,7 @@ def _fit_and_test(
     for logger in loggers:
         logger.log_hyperparams(record["config"])
     trainer = instantiate_trainer(
-        cfg, logger=loggers or False, callbacks=_instantiate_callbacks(cfg)
+        cfg, logger=loggers or False, callbacks=[*_instantiate_callbacks(cfg), wall_time]
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     record["metrics"] = _metrics(trainer, "val/")
@@ -337,7 +345,7 @@ def train(cfg: DictConfig) -> float | None:
     if is_main:
         _save_hydra_files(cfg, output_dir)
     validate_config(cfg, launcher=_multirun_launcher())
-    ckpt_path = _resume_checkpoint(cfg, output_dir, unfinished=previous is not None)
+    ckpt_path, spent_s = _resume_checkpoint(cfg, output_dir, unfinished=previous is not None)
     record: dict[str, Any] = {
         "error": None,
         "choices": run_choices(cfg),
@@ -351,8 +359,8 @@ def train(cfg: DictConfig) -> float | None:
     }
     loggers: list[Logger] = []
     try:
-        with recording(output_dir, record, write=is_main):
-            _fit_and_test(cfg, record, ckpt_path, loggers)
+        with recording(output_dir, record, write=is_main, spent_s=spent_s):
+            _fit_and_test(cfg, record, ckpt_path, loggers, RunWallTime(spent_s))
     except (KeyboardInterrupt, SystemExit):
         log.warning("Interrupted: resume with resume=true hydra.run.dir=%s", output_dir)
         raise

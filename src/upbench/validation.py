@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -121,10 +122,10 @@ def validate_setup(cfg: DictConfig, datamodule, model) -> None:
             )
 
 
-def load_checkpoint_safely(path: str | Path) -> None:
-    """Refuse a corrupt or truncated checkpoint before training touches anything."""
+def load_checkpoint_safely(path: str | Path) -> dict[str, Any]:
+    """The checkpoint; a corrupt or truncated one is refused before training touches anything."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ConfigError(
             f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}). "
